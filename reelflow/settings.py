@@ -1,0 +1,135 @@
+"""One typed settings object for every process: API, workers, CLI and the embedded stack.
+
+Values come from environment variables (and a `.env` file in the working directory). The
+defaults describe the embedded stack: everything on this machine, no keys, no network.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "reelflow"
+
+
+class SettingsError(RuntimeError):
+    """Raised when the configuration cannot work; the message says which variable to fix."""
+
+
+class Settings(BaseSettings):
+    """Everything that differs between a laptop, CI and production."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    environment: Literal["local", "test", "production"] = "local"
+    reelflow_home: Path = Field(default_factory=_default_home)
+    """Where the embedded stack keeps Postgres data, Temporal's SQLite file and media."""
+
+    # --- Temporal -------------------------------------------------------------------------
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_tls: bool = False
+    temporal_tls_cert_path: Path | None = None
+    temporal_tls_key_path: Path | None = None
+    temporal_api_key: SecretStr | None = None
+    temporal_ui_url: str = "http://localhost:8233"
+
+    # --- Database -------------------------------------------------------------------------
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5433/reelflow"
+
+    # --- Storage --------------------------------------------------------------------------
+    storage_url: str = ""
+    """`file:///abs/dir` or `s3://bucket/prefix`; empty means `<REELFLOW_HOME>/media`."""
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+    # --- Embedded stack ports -------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    postgres_port: int = 5433
+
+    # --- Providers ------------------------------------------------------------------------
+    transcription_provider: Literal["local", "openai"] = "local"
+    embedding_provider: Literal["local", "openai"] = "local"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_transcription_model: str = "whisper-1"
+    openai_embedding_model: str = "text-embedding-3-small"
+    local_whisper_compute_type: str = "int8"
+
+    # --- Ingest limits (seed 004) ---------------------------------------------------------
+    max_upload_bytes: int = 500 * 1024 * 1024
+    max_duration_s: float = 3 * 60 * 60
+    max_width: int = 7680
+    max_height: int = 4320
+    max_streams: int = 8
+    transcribe_segment_s: float = 120.0
+    chunk_target_tokens: int = 500
+    chunk_overlap_tokens: int = 50
+    embed_batch_size: int = 64
+    upload_url_ttl_s: int = 3600
+
+    # --- Workers --------------------------------------------------------------------------
+    media_concurrency: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    provider_concurrency: int = 16
+
+    secret_key: SecretStr = SecretStr("reelflow-local-development-only")
+    """Signs upload URLs. Must be set to a real secret outside local/test."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.environment == "production" and self.secret_key.get_secret_value() == (
+            "reelflow-local-development-only"
+        ):
+            raise ValueError("SECRET_KEY must be set to a real secret in production")
+        if "openai" in (self.transcription_provider, self.embedding_provider) and (
+            self.openai_api_key is None
+        ):
+            raise ValueError(
+                "OPENAI_API_KEY is required when TRANSCRIPTION_PROVIDER or "
+                "EMBEDDING_PROVIDER is 'openai'"
+            )
+        scheme = urlparse(self.resolved_storage_url).scheme
+        if scheme not in ("file", "s3"):
+            raise ValueError(f"STORAGE_URL must start with file:// or s3://, got {scheme!r}")
+        if self.temporal_tls_cert_path and not self.temporal_tls_key_path:
+            raise ValueError("TEMPORAL_TLS_KEY_PATH is required with TEMPORAL_TLS_CERT_PATH")
+        return self
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.reelflow_home / "media").resolve().as_uri()
+
+    @property
+    def api_base_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+
+def load_settings() -> Settings:
+    """Read settings, turning validation errors into one readable message."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
