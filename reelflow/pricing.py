@@ -34,6 +34,13 @@ _PRICES: tuple[Price, ...] = (
     Price("anthropic", "chat_output", "claude-3-5-haiku", "token", Decimal("0.000005")),
 )
 
+_UNITS = {
+    "transcription": "minute",
+    "embedding": "token",
+    "chat_input": "token",
+    "chat_output": "token",
+}
+
 _BY_KEY = {(p.provider, p.operation, p.model): p for p in _PRICES}
 
 
@@ -48,7 +55,7 @@ def price_for(provider: str, operation: str, model: str) -> Price:
         UnknownPrice: a non-local provider/operation/model with no price in the table.
     """
     if provider == "local":
-        return Price("local", operation, model, "second", Decimal(0))
+        return Price("local", operation, model, _UNITS.get(operation, "unit"), Decimal(0))
     try:
         return _BY_KEY[(provider, operation, model)]
     except KeyError:

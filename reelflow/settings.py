@@ -76,9 +76,12 @@ class Settings(BaseSettings):
     max_height: int = 4320
     max_streams: int = 8
     transcribe_segment_s: float = 120.0
-    chunk_target_tokens: int = 500
-    chunk_overlap_tokens: int = 50
-    embed_batch_size: int = 64
+    chunk_target_words: int = 500
+    chunk_max_words: int = 1000
+    chunk_overlap_words: int = 100
+    local_chunk_max_words: int = 180
+    """The local embedder reads 256 tokens (~190 words); longer chunks would be truncated."""
+    embed_batch_size: int = 20
     upload_url_ttl_s: int = 3600
 
     # --- Workers --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ class IngestStage(StrEnum):
     """Finer-grained step shown to operators (search attribute `Stage`)."""
 
     QUEUED = "queued"
+    DOWNLOADING = "downloading"
     PROBING = "probing"
     EXTRACTING = "extracting"
     TRANSCRIBING = "transcribing"
@@ -34,6 +35,7 @@ class IngestStage(StrEnum):
 
 STAGE_STATUS: dict[IngestStage, VideoStatus] = {
     IngestStage.QUEUED: VideoStatus.PENDING,
+    IngestStage.DOWNLOADING: VideoStatus.PENDING,
     IngestStage.PROBING: VideoStatus.PENDING,
     IngestStage.EXTRACTING: VideoStatus.PENDING,
     IngestStage.TRANSCRIBING: VideoStatus.TRANSCRIBING,
@@ -95,6 +97,9 @@ class IngestPlan(BaseModel):
     """The video as stored, plus what earlier runs already finished (for resume)."""
 
     source_key: str
+    source_url: str | None = None
+    """For imports: where to fetch the video from while `source_ready` is false."""
+    source_ready: bool = True
     transcription_provider: str
     embedding_provider: str
     segment_s: float
@@ -122,11 +127,23 @@ class VideoStateInput(BaseModel):
     error_code: str | None = None
     error_message: str | None = None
     chunk_count: int | None = None
+    """Written only with `completed`: chunking records its own count."""
     cost_usd: float | None = None
 
 
 class VideoStateOutput(BaseModel):
     updated: bool
+
+
+class DownloadSourceInput(BaseModel):
+    tenant_id: str
+    video_id: str
+    url: str
+
+
+class DownloadSourceOutput(BaseModel):
+    source_key: str
+    size_bytes: int
 
 
 class ProbeVideoInput(BaseModel):
@@ -209,3 +226,25 @@ class EmbedChunksOutput(BaseModel):
     input_tokens: int
     cost_usd: float
     model: str
+
+
+def plan_windows(duration_s: float, window_s: float) -> list[tuple[float, float]]:
+    """Split `[0, duration_s]` into contiguous transcription windows of about `window_s`.
+
+    A short tail (under a fifth of a window) joins the previous window rather than
+    becoming a tiny window of its own. Pure and deterministic: workflow code calls it.
+    """
+    if duration_s <= 0:
+        return []
+    if window_s <= 0:
+        raise ValueError("window_s must be positive")
+    bounds: list[tuple[float, float]] = []
+    start = 0.0
+    while start < duration_s:
+        end = min(start + window_s, duration_s)
+        bounds.append((round(start, 3), round(end, 3)))
+        start = end
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < window_s / 5:
+        tail = bounds.pop()
+        bounds[-1] = (bounds[-1][0], tail[1])
+    return bounds

@@ -1,1 +1,1 @@
-"""."""
+"""Worker processes and pools: which activities run on which task queue, and how many at once."""

@@ -1,0 +1,140 @@
+"""Transcription activity: one time window of a video's audio, stored with its cost."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import Executor
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import delete
+from sqlalchemy.dialects.postgresql import insert
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities._support import materialize, run_blocking
+from reelflow import media
+from reelflow.db import SessionFactory
+from reelflow.ledger import Usage, record_usage
+from reelflow.provider_errors import ProviderPermanentError
+from reelflow.storage import Storage
+from reelflow.transcription import Transcriber, Transcription
+from schemas.ingest import TranscribeWindowInput, TranscribeWindowOutput
+from schemas.tables import TranscriptSegment, TranscriptWindow
+
+
+def bare_model(model_name: str) -> str:
+    """`openai/whisper-1` → `whisper-1`: the price table is keyed by the provider's name."""
+    return model_name.split("/", 1)[-1]
+
+
+class TranscriptionActivities:
+    """Speech to timed text, with the local model or a provider."""
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        sessions: SessionFactory,
+        transcriber: Transcriber,
+        scratch_dir: Path,
+        executor: Executor,
+    ) -> None:
+        self._storage = storage
+        self._sessions = sessions
+        self._transcriber = transcriber
+        self._scratch = scratch_dir
+        self._executor = executor
+
+    @activity.defn
+    async def transcribe_window(self, input: TranscribeWindowInput) -> TranscribeWindowOutput:
+        """Transcribe `[start_s, end_s)`; segments and the ledger row commit together."""
+        scratch = self._scratch / str(uuid.UUID(input.video_id))
+        scratch.mkdir(parents=True, exist_ok=True)
+
+        def transcribe() -> tuple[Transcription, float]:
+            wav = materialize(self._storage, input.audio_key, scratch)
+            window = scratch / f"window-{input.window_index}.wav"
+            media.read_wav_segment(wav, input.start_s, input.end_s, window)
+            started = time.monotonic()
+            try:
+                result = self._transcriber.transcribe(window, offset_s=input.start_s)
+            finally:
+                window.unlink(missing_ok=True)
+            return result, time.monotonic() - started
+
+        try:
+            transcription, compute_s = await run_blocking(
+                self._executor, transcribe, heartbeat_details=f"window {input.window_index}"
+            )
+        except ProviderPermanentError as exc:
+            raise ApplicationError(
+                f"transcription was refused by the provider: {exc}",
+                type="ProviderPermanentError",
+                non_retryable=True,
+            ) from None
+
+        video_id = uuid.UUID(input.video_id)
+        tenant_id = uuid.UUID(input.tenant_id)
+        words = sum(len(s.text.split()) for s in transcription.segments)
+        async with self._sessions.begin() as session:
+            # Replace rather than append: a retried attempt rewrites the same window.
+            await session.execute(
+                delete(TranscriptSegment).where(
+                    TranscriptSegment.video_id == video_id,
+                    TranscriptSegment.window_index == input.window_index,
+                )
+            )
+            if transcription.segments:
+                await session.execute(
+                    insert(TranscriptSegment),
+                    [
+                        {
+                            "tenant_id": tenant_id,
+                            "video_id": video_id,
+                            "window_index": input.window_index,
+                            "seq": seq,
+                            "start_s": segment.start_s,
+                            "end_s": segment.end_s,
+                            "text": segment.text.strip(),
+                        }
+                        for seq, segment in enumerate(transcription.segments)
+                    ],
+                )
+            await session.execute(
+                insert(TranscriptWindow)
+                .values(
+                    video_id=video_id,
+                    window_index=input.window_index,
+                    tenant_id=tenant_id,
+                    start_s=input.start_s,
+                    end_s=input.end_s,
+                    model=self._transcriber.model_name,
+                )
+                .on_conflict_do_nothing()
+            )
+            cost = await record_usage(
+                session,
+                Usage(
+                    idempotency_key=input.ledger_key,
+                    tenant_id=tenant_id,
+                    run_id=input.run_id,
+                    step=f"transcribe[{input.window_index}]",
+                    video_id=video_id,
+                    provider=self._transcriber.provider,
+                    operation="transcription",
+                    model=bare_model(self._transcriber.model_name),
+                    units=(Decimal(str(transcription.audio_seconds)) / 60).quantize(
+                        Decimal("0.000001")
+                    ),
+                    compute_seconds=round(compute_s, 3),
+                ),
+            )
+        return TranscribeWindowOutput(
+            window_index=input.window_index,
+            segment_count=len(transcription.segments),
+            word_count=words,
+            audio_seconds=transcription.audio_seconds,
+            cost_usd=float(cost),
+        )

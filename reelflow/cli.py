@@ -1,0 +1,423 @@
+"""`reelflow`: the embedded stack, workers, the API, tenants, runs and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from reelflow.settings import Settings, SettingsError, get_settings
+
+app = typer.Typer(help="Durable pipelines for an AI short-video business.", no_args_is_help=True)
+dev_app = typer.Typer(help="The embedded stack on this machine.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants and API keys.", no_args_is_help=True)
+runs_app = typer.Typer(help="Pipeline runs (operators).", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(runs_app, name="runs")
+
+console = Console()
+DEV_TENANT_NAME = "dev"
+DEMO_SENTENCES = (
+    "Welcome to the reelflow demo, a short video about durable pipelines.",
+    "Temporal keeps every step of the pipeline safe across crashes and restarts.",
+    "The thumbnail is extracted with ffmpeg and the speech is transcribed on this machine.",
+    "Our favourite recipe today is a lemon cake with fresh blueberries and vanilla cream.",
+    "Finally, every chunk of the transcript is embedded and indexed for semantic search.",
+)
+DEMO_QUESTION = "which cake recipe is mentioned?"
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# --- dev stack ----------------------------------------------------------------------------
+
+
+def _child_env(settings: Settings, database_url: str) -> dict[str, str]:
+    """Children read the same settings; make the resolved addresses explicit for them."""
+    return {
+        "REELFLOW_HOME": str(settings.reelflow_home),
+        "DATABASE_URL": database_url,
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{settings.temporal_port}",
+        "API_PORT": str(settings.api_port),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _dev_api_key(settings: Settings, database_url: str) -> str:
+    """The dev tenant's key: created once, kept in `<home>/dev-api-key` (mode 0600)."""
+    from reelflow.db import create_engine, session_factory
+    from reelflow.tenants import create_tenant, tenant_for_api_key
+
+    key_file = settings.reelflow_home / "dev-api-key"
+
+    async def ensure() -> str:
+        engine = create_engine(database_url, pool_size=1)
+        sessions = session_factory(engine)
+        try:
+            async with sessions.begin() as session:
+                if key_file.exists():
+                    existing = key_file.read_text().strip()
+                    if await tenant_for_api_key(session, existing) is not None:
+                        return existing
+                created = await create_tenant(session, name=DEV_TENANT_NAME, plan="pro")
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(created.api_key + "\n")
+            key_file.chmod(0o600)
+            return created.api_key
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(ensure())
+
+
+def _start_stack(settings: Settings) -> tuple[object, str]:
+    """Start Postgres, Temporal, migrations, a worker and the API; returns (stack, key)."""
+    from reelflow.devstack import EmbeddedStack, wait_for_http
+    from reelflow.migrate import upgrade_database
+
+    stack = EmbeddedStack(settings)
+    stack.start_infrastructure()
+    try:
+        upgrade_database(stack.database_url)
+        api_key = _dev_api_key(settings, stack.database_url)
+        env = _child_env(settings, stack.database_url)
+        python = sys.executable
+        stack.processes.spawn("worker", [python, "-m", "reelflow.cli", "worker"], env=env)
+        api = stack.processes.spawn("api", [python, "-m", "reelflow.cli", "api"], env=env)
+        wait_for_http(f"{settings.api_base_url}/healthz", timeout=120, process=api)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack, api_key
+
+
+@dev_app.command("up")
+def dev_up() -> None:
+    """Run the whole embedded stack in the foreground until Ctrl-C."""
+    from reelflow.devstack import ChildExitedError, EmbeddedStack
+
+    _configure_logging()
+    settings = _settings()
+    stack, api_key = _start_stack(settings)
+    assert isinstance(stack, EmbeddedStack)
+    console.print(f"Temporal UI   {stack.temporal_ui_url}")
+    console.print(f"Temporal      {stack.temporal_target}")
+    console.print(f"API           {settings.api_base_url}  (docs: {settings.api_base_url}/docs)")
+    console.print(f"Postgres      {stack.database_url}")
+    console.print(f"Logs          {stack.logs_dir}")
+    console.print(f"Dev API key   {api_key}")
+    console.print("ready")
+    try:
+        stack.processes.supervise()
+    except ChildExitedError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        stack.stop()
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated task queues to poll (default: all).")
+    ] = "",
+) -> None:
+    """Run worker pools; SIGTERM finishes or hands back in-flight work."""
+    from schemas.queues import ALL_TASK_QUEUES
+    from workers.pools import run_workers
+
+    _configure_logging()
+    settings = _settings()
+    selected = [q.strip() for q in queues.split(",") if q.strip()] or list(ALL_TASK_QUEUES)
+    try:
+        asyncio.run(run_workers(settings, selected))
+    except ValueError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    _configure_logging()
+    settings = _settings()
+    uvicorn.run(
+        "api.app:app_factory",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level="info",
+        access_log=False,
+    )
+
+
+# --- tenants ------------------------------------------------------------------------------
+
+
+@tenants_app.command("create")
+def tenants_create(
+    name: str,
+    plan: Annotated[str, typer.Option(help="free, creator, pro or enterprise.")] = "free",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a tenant and print its API key (shown only once)."""
+    from reelflow.db import create_engine, session_factory
+    from reelflow.tenants import create_tenant
+
+    settings = _settings()
+
+    async def create() -> tuple[str, str]:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with session_factory(engine).begin() as session:
+                created = await create_tenant(session, name=name, plan=plan)
+            return str(created.tenant_id), created.api_key
+        finally:
+            await engine.dispose()
+
+    try:
+        tenant_id, api_key = asyncio.run(create())
+    except ValueError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps({"tenant_id": tenant_id, "api_key": api_key, "plan": plan}))
+    else:
+        console.print(f"tenant_id  {tenant_id}\napi_key    {api_key}")
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+@runs_app.command("list")
+def runs_list(
+    query: Annotated[
+        str, typer.Option(help="Visibility query, e.g. \"Pipeline='ingest' AND Stage='failed'\".")
+    ] = "",
+    limit: Annotated[int, typer.Option(help="Most runs to show.")] = 20,
+) -> None:
+    """List recent runs with tenant, video, pipeline and stage."""
+    from schemas import search_attributes as sa
+
+    settings = _settings()
+
+    async def collect() -> list[list[str]]:
+        from reelflow.temporal_client import connect_temporal
+
+        client = await connect_temporal(settings)
+        rows = []
+        async for execution in client.list_workflows(query or None, limit=limit):
+            attributes = execution.typed_search_attributes
+            rows.append(
+                [
+                    execution.id,
+                    execution.status.name.lower() if execution.status else "?",
+                    attributes.get(sa.PIPELINE) or "",
+                    attributes.get(sa.STAGE) or "",
+                    attributes.get(sa.TENANT_ID) or "",
+                    f"{attributes.get(sa.COST_USD) or 0:.6f}",
+                ]
+            )
+        return rows
+
+    for row in asyncio.run(collect()):
+        print("  ".join(row))
+
+
+def _run_tenant(settings: Settings, workflow_id: str) -> str:
+    """Operators act on any tenant's run: read the tenant from the run itself."""
+    from schemas import search_attributes as sa
+
+    async def tenant() -> str:
+        from reelflow.temporal_client import connect_temporal
+
+        client = await connect_temporal(settings)
+        description = await client.get_workflow_handle(workflow_id).describe()
+        return description.typed_search_attributes.get(sa.TENANT_ID) or ""
+
+    return asyncio.run(tenant())
+
+
+@runs_app.command("show")
+def runs_show(workflow_id: str) -> None:
+    """Show a run's status, stage, progress and cost."""
+    from reelflow.runs import describe_run
+    from reelflow.temporal_client import connect_temporal
+
+    settings = _settings()
+    tenant_id = _run_tenant(settings, workflow_id)
+
+    async def show() -> str:
+        client = await connect_temporal(settings)
+        view = await describe_run(
+            client,
+            workflow_id=workflow_id,
+            tenant_id=tenant_id,
+            ui_base_url=settings.temporal_ui_url,
+            namespace=settings.temporal_namespace,
+        )
+        return view.model_dump_json(indent=2)
+
+    print(asyncio.run(show()))
+
+
+@runs_app.command("retry")
+def runs_retry(workflow_id: str) -> None:
+    """Retry a failed run from the step that failed."""
+    from reelflow.runs import RunNotRetryable, retry_run
+    from reelflow.temporal_client import connect_temporal
+
+    settings = _settings()
+    tenant_id = _run_tenant(settings, workflow_id)
+
+    async def retry() -> str:
+        client = await connect_temporal(settings)
+        return await retry_run(client, workflow_id=workflow_id, tenant_id=tenant_id)
+
+    try:
+        print(f"retried {workflow_id}: run {asyncio.run(retry())}")
+    except RunNotRetryable as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+
+
+@runs_app.command("cancel")
+def runs_cancel(workflow_id: str) -> None:
+    """Cancel a running run."""
+    from reelflow.runs import cancel_run
+    from reelflow.temporal_client import connect_temporal
+
+    settings = _settings()
+    tenant_id = _run_tenant(settings, workflow_id)
+
+    async def cancel() -> None:
+        client = await connect_temporal(settings)
+        await cancel_run(client, workflow_id=workflow_id, tenant_id=tenant_id)
+
+    asyncio.run(cancel())
+    print(f"cancel requested for {workflow_id}")
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+def _format_timestamp(seconds: float) -> str:
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@app.command()
+def demo() -> None:
+    """Ingest a generated speech video end to end, then search it."""
+    from reelflow.devstack import EmbeddedStack, is_port_open
+    from reelflow.samples import make_speech_video
+
+    _configure_logging()
+    logging.getLogger().setLevel(logging.WARNING)
+    settings = _settings()
+    stack: EmbeddedStack | None = None
+    if is_port_open(settings.api_host, settings.api_port):
+        api_key = _dev_api_key(settings, settings.database_url)
+        console.print(f"Using the running stack at {settings.api_base_url}")
+    else:
+        console.print("Starting the embedded stack (Postgres, Temporal, worker, API)…")
+        started, api_key = _start_stack(settings)
+        assert isinstance(started, EmbeddedStack)
+        stack = started
+    try:
+        with tempfile.TemporaryDirectory(prefix="reelflow-demo-") as workdir:
+            video = make_speech_video(Path(workdir) / "demo.mp4", DEMO_SENTENCES)
+            console.print(f"Made a {video.duration_s:.1f} s speech video: {video.path.name}")
+            _demo_ingest(settings, api_key, video.path)
+    finally:
+        if stack is not None:
+            stack.stop()
+
+
+def _demo_ingest(settings: Settings, api_key: str, path: Path) -> None:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.Client(base_url=settings.api_base_url, headers=headers, timeout=60) as http:
+        with path.open("rb") as file:
+            response = http.post(
+                "/v1/videos",
+                files={"file": (path.name, file, "video/mp4")},
+                data={"title": "reelflow demo"},
+            )
+        response.raise_for_status()
+        created = response.json()
+        video_id, workflow_id = created["video_id"], created["workflow_id"]
+        with Progress(
+            TextColumn("{task.description:<14}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("pending", total=1.0)
+            deadline = time.monotonic() + 600
+            while True:
+                state = http.get(f"/v1/videos/{video_id}").json()
+                progress.update(task, completed=state["progress"], description=state["stage"])
+                if state["status"] in ("completed", "failed") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        if state["status"] != "completed":
+            console.print(f"[red]ingest ended as {state['status']}: {state.get('error')}[/red]")
+            raise typer.Exit(1)
+        console.print(
+            f"Indexed {state['chunk_count']} chunk(s) from {state['duration_s']:.1f} s of video "
+            f"for ${float(state['cost_usd']):.6f}"
+        )
+        hits = http.get("/v1/search", params={"q": DEMO_QUESTION, "k": 3}).json()["results"]
+        if not hits:
+            console.print("[red]search found nothing[/red]")
+            raise typer.Exit(1)
+        best = hits[0]
+        console.print(f"Search: {DEMO_QUESTION!r}")
+        console.print(
+            f"Best hit at {_format_timestamp(best['start_s'])}–{_format_timestamp(best['end_s'])}"
+            f" (score {best['score']:.3f}): {best['text']}"
+        )
+        console.print(
+            f"Run in the Temporal UI: {settings.temporal_ui_url}/namespaces/"
+            f"{settings.temporal_namespace}/workflows/{workflow_id}"
+        )
+
+
+if __name__ == "__main__":
+    app()

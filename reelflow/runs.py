@@ -1,0 +1,193 @@
+"""Starting, inspecting, retrying and canceling pipeline runs; shared by the API and the CLI.
+
+Every run carries the `TenantId` search attribute, and every lookup checks it, so one
+tenant can never see or touch another tenant's run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from schemas import search_attributes as sa
+from schemas.ingest import IngestInput, IngestProgress, ingest_workflow_id
+from schemas.queues import WORKFLOW_TASK_QUEUE
+from workflows.ingest import IngestWorkflow
+
+_RETRYABLE = {"failed", "canceled", "terminated", "timed_out"}
+
+
+class RunView(BaseModel):
+    """A run as the API and CLI show it."""
+
+    workflow_id: str
+    run_id: str
+    pipeline: str
+    status: str
+    tenant_id: str
+    video_id: str | None
+    started_at: datetime | None
+    closed_at: datetime | None
+    stage: str | None
+    cost_usd: float | None
+    progress: IngestProgress | None
+    error: str | None
+    ui_url: str
+
+
+class RunNotFound(LookupError):
+    """No such run for this tenant (also raised for another tenant's run)."""
+
+
+class RunNotRetryable(ValueError):
+    """Retry asked for a run that is still running or already succeeded."""
+
+
+def _status_name(description: WorkflowExecutionDescription) -> str:
+    return description.status.name.lower() if description.status else "unknown"
+
+
+def _ingest_search_attributes(tenant_id: str, video_id: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.TENANT_ID, tenant_id),
+            SearchAttributePair(sa.VIDEO_ID, video_id),
+            SearchAttributePair(sa.PIPELINE, "ingest"),
+            SearchAttributePair(sa.STAGE, "queued"),
+            SearchAttributePair(sa.COST_USD, 0.0),
+        ]
+    )
+
+
+async def start_ingest(client: Client, *, tenant_id: str, video_id: str) -> str:
+    """Start ingesting a video; a second call while one runs joins the running one.
+
+    Returns:
+        The workflow id, `ingest-<video_id>`.
+    """
+    workflow_id = ingest_workflow_id(video_id)
+    await client.start_workflow(
+        IngestWorkflow.run,
+        IngestInput(tenant_id=tenant_id, video_id=video_id),
+        id=workflow_id,
+        task_queue=WORKFLOW_TASK_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        search_attributes=_ingest_search_attributes(tenant_id, video_id),
+    )
+    return workflow_id
+
+
+async def _describe(
+    client: Client, workflow_id: str, tenant_id: str
+) -> tuple[WorkflowHandle[object, object], WorkflowExecutionDescription]:
+    handle: WorkflowHandle[object, object] = client.get_workflow_handle(workflow_id)
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise RunNotFound(workflow_id) from None
+        raise
+    if description.typed_search_attributes.get(sa.TENANT_ID) != tenant_id:
+        raise RunNotFound(workflow_id)
+    return handle, description
+
+
+async def describe_run(
+    client: Client, *, workflow_id: str, tenant_id: str, ui_base_url: str, namespace: str
+) -> RunView:
+    """The run's status, stage, cost and (for ingest) live progress.
+
+    Raises:
+        RunNotFound: unknown id, or a run of another tenant.
+    """
+    _, description = await _describe(client, workflow_id, tenant_id)
+    attributes = description.typed_search_attributes
+    status = _status_name(description)
+    progress: IngestProgress | None = None
+    pipeline = attributes.get(sa.PIPELINE) or description.workflow_type
+    if pipeline == "ingest":
+        try:
+            progress = await client.get_workflow_handle_for(
+                IngestWorkflow.run, workflow_id, run_id=description.run_id
+            ).query(IngestWorkflow.progress)
+        except RPCError:
+            # A run with no worker to answer queries still has a status worth showing.
+            progress = None
+        except Exception:
+            progress = None
+    error = progress.error if progress else None
+    return RunView(
+        workflow_id=workflow_id,
+        run_id=description.run_id,
+        pipeline=pipeline,
+        status=status,
+        tenant_id=tenant_id,
+        video_id=attributes.get(sa.VIDEO_ID),
+        started_at=description.start_time,
+        closed_at=description.close_time,
+        stage=attributes.get(sa.STAGE),
+        cost_usd=attributes.get(sa.COST_USD),
+        progress=progress,
+        error=error,
+        ui_url=f"{ui_base_url}/namespaces/{namespace}/workflows/{workflow_id}/{description.run_id}",
+    )
+
+
+async def retry_run(client: Client, *, workflow_id: str, tenant_id: str) -> str:
+    """Start a failed or canceled run again; it resumes after the last finished step.
+
+    Returns:
+        The new run id.
+
+    Raises:
+        RunNotFound: unknown id, or a run of another tenant.
+        RunNotRetryable: the run is still running or has completed.
+    """
+    _, description = await _describe(client, workflow_id, tenant_id)
+    status = _status_name(description)
+    if status not in _RETRYABLE:
+        raise RunNotRetryable(f"run {workflow_id} is {status}; only failed or canceled runs retry")
+    video_id = description.typed_search_attributes.get(sa.VIDEO_ID)
+    if description.workflow_type != "IngestWorkflow" or video_id is None:
+        raise RunNotRetryable(f"run {workflow_id} is not a retryable pipeline run")
+    handle = await client.start_workflow(
+        IngestWorkflow.run,
+        IngestInput(tenant_id=tenant_id, video_id=video_id),
+        id=workflow_id,
+        task_queue=WORKFLOW_TASK_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        search_attributes=_ingest_search_attributes(tenant_id, video_id),
+    )
+    return handle.result_run_id or ""
+
+
+async def cancel_run(client: Client, *, workflow_id: str, tenant_id: str) -> None:
+    """Ask a run to cancel; it records `failed: the run was canceled` and stops.
+
+    Raises:
+        RunNotFound: unknown id, or a run of another tenant.
+    """
+    handle, description = await _describe(client, workflow_id, tenant_id)
+    status = _status_name(description)
+    if status == "running":
+        await handle.cancel()
+
+
+async def start_import(client: Client, *, tenant_id: str, video_id: str, url: str) -> str:
+    """Start importing a video from `url` (stored on the video row) and then ingesting it.
+
+    The URL is read from the video row by the run, so it never sits in workflow history.
+    """
+    del url  # recorded on the row by the caller; kept in the signature for clarity at call sites
+    return await start_ingest(client, tenant_id=tenant_id, video_id=video_id)

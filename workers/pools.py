@@ -1,0 +1,205 @@
+"""The three worker pools and the dependencies they share, built once per process.
+
+- `reelflow-workflows`: workflow tasks only.
+- `reelflow-media`: CPU-bound activities (ffmpeg, local Whisper, local embedder); as many
+  at once as there are cores, so one host is never oversubscribed.
+- `reelflow-providers`: I/O-bound activities (database, downloads, paid APIs); many at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.catalog import CatalogActivities
+from activities.imports import ImportActivities
+from activities.indexing import IndexingActivities
+from activities.media import MediaActivities
+from activities.transcription import TranscriptionActivities
+from reelflow.db import create_engine, session_factory
+from reelflow.embedding import Embedder, build_embedder
+from reelflow.settings import Settings
+from reelflow.storage import Storage, build_storage
+from reelflow.temporal_client import connect_temporal
+from reelflow.transcription import Transcriber, build_transcriber
+from schemas.queues import (
+    ALL_TASK_QUEUES,
+    MEDIA_TASK_QUEUE,
+    PROVIDER_TASK_QUEUE,
+    WORKFLOW_TASK_QUEUE,
+)
+from workflows.ingest import IngestWorkflow
+
+logger = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+"""In-flight activities get this long to finish on SIGTERM; the rest are retried elsewhere."""
+
+
+@dataclass
+class WorkerDependencies:
+    """Clients and models shared by every pool in one process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    storage: Storage
+    transcriber: Transcriber
+    embedder: Embedder
+    scratch_dir: Path
+    media_executor: ThreadPoolExecutor
+    io_executor: ThreadPoolExecutor
+
+    @classmethod
+    def build(cls, settings: Settings) -> WorkerDependencies:
+        """Build every client once; models load lazily on first use."""
+        return cls(
+            settings=settings,
+            engine=create_engine(settings.database_url, pool_size=settings.provider_concurrency),
+            storage=build_storage(settings),
+            transcriber=build_transcriber(settings),
+            embedder=build_embedder(settings),
+            scratch_dir=settings.reelflow_home / "scratch",
+            media_executor=ThreadPoolExecutor(
+                max_workers=settings.media_concurrency, thread_name_prefix="media"
+            ),
+            io_executor=ThreadPoolExecutor(
+                max_workers=settings.provider_concurrency, thread_name_prefix="io"
+            ),
+        )
+
+    async def close(self) -> None:
+        """Release pools and connections."""
+        self.media_executor.shutdown(wait=False, cancel_futures=True)
+        self.io_executor.shutdown(wait=False, cancel_futures=True)
+        await self.engine.dispose()
+
+
+def build_workers(client: Client, deps: WorkerDependencies, queues: Sequence[str]) -> list[Worker]:
+    """One `Worker` per requested task queue, with its activities and limits."""
+    unknown = set(queues) - set(ALL_TASK_QUEUES)
+    if unknown:
+        raise ValueError(
+            f"unknown task queue(s) {sorted(unknown)}; choose from {', '.join(ALL_TASK_QUEUES)}"
+        )
+    settings = deps.settings
+    sessions = session_factory(deps.engine)
+    catalog = CatalogActivities(sessions, settings, embedding_model=deps.embedder.model_name)
+    workers: list[Worker] = []
+    if WORKFLOW_TASK_QUEUE in queues:
+        workers.append(
+            Worker(
+                client,
+                task_queue=WORKFLOW_TASK_QUEUE,
+                workflows=[IngestWorkflow],
+                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            )
+        )
+    if MEDIA_TASK_QUEUE in queues:
+        media = MediaActivities(
+            storage=deps.storage,
+            sessions=sessions,
+            settings=settings,
+            scratch_dir=deps.scratch_dir,
+            executor=deps.media_executor,
+        )
+        transcription = TranscriptionActivities(
+            storage=deps.storage,
+            sessions=sessions,
+            transcriber=deps.transcriber,
+            scratch_dir=deps.scratch_dir,
+            executor=deps.media_executor,
+        )
+        indexing = IndexingActivities(
+            sessions=sessions,
+            embedder=deps.embedder,
+            settings=settings,
+            executor=deps.media_executor,
+        )
+        workers.append(
+            Worker(
+                client,
+                task_queue=MEDIA_TASK_QUEUE,
+                activities=[
+                    media.probe_video,
+                    media.extract_media,
+                    transcription.transcribe_window,
+                    indexing.embed_chunks,
+                ],
+                max_concurrent_activities=settings.media_concurrency,
+                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            )
+        )
+    if PROVIDER_TASK_QUEUE in queues:
+        imports = ImportActivities(
+            storage=deps.storage,
+            sessions=sessions,
+            settings=settings,
+            scratch_dir=deps.scratch_dir,
+            executor=deps.io_executor,
+        )
+        remote_transcription = TranscriptionActivities(
+            storage=deps.storage,
+            sessions=sessions,
+            transcriber=deps.transcriber,
+            scratch_dir=deps.scratch_dir,
+            executor=deps.io_executor,
+        )
+        remote_indexing = IndexingActivities(
+            sessions=sessions,
+            embedder=deps.embedder,
+            settings=settings,
+            executor=deps.io_executor,
+        )
+        workers.append(
+            Worker(
+                client,
+                task_queue=PROVIDER_TASK_QUEUE,
+                activities=[
+                    catalog.load_ingest_plan,
+                    catalog.set_video_state,
+                    imports.download_source,
+                    remote_indexing.chunk_transcript,
+                    # Used when the transcriber or embedder is a remote API (I/O-bound).
+                    remote_transcription.transcribe_window,
+                    remote_indexing.embed_chunks,
+                ],
+                max_concurrent_activities=settings.provider_concurrency,
+                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            )
+        )
+    return workers
+
+
+async def run_workers(settings: Settings, queues: Sequence[str]) -> None:
+    """Run the requested pools until SIGINT/SIGTERM, then shut down gracefully."""
+    client = await connect_temporal(settings)
+    deps = WorkerDependencies.build(settings)
+    workers = build_workers(client, deps, queues)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    logger.info("workers polling %s", ", ".join(queues))
+    runs = [asyncio.create_task(worker.run()) for worker in workers]
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*runs, stopped], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopped and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        logger.info("shutting down workers (up to %s for in-flight work)", GRACEFUL_SHUTDOWN)
+        await asyncio.gather(*(worker.shutdown() for worker in workers), return_exceptions=True)
+        await deps.close()
