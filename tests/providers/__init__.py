@@ -1,0 +1,1 @@
+"""Provider tests (transcription, embeddings) and their local OpenAI-compatible server."""
