@@ -63,8 +63,12 @@ class ImportActivities:
         try:
             key, size = await run_blocking(self._executor, download, heartbeat_details="download")
         except UrlNotAllowed as exc:
+            if exc.retryable:  # a DNS hiccup, not a refusal
+                raise ApplicationError(str(exc), type="import_unavailable") from None
             raise ApplicationError(str(exc), type="url_not_allowed", non_retryable=True) from None
         except ImportFailed as exc:
+            if exc.retryable:  # network errors, timeouts, 5xx from the source
+                raise ApplicationError(str(exc), type="import_unavailable") from None
             raise ApplicationError(str(exc), type="import_failed", non_retryable=True) from None
         async with self._sessions.begin() as session:
             await session.execute(

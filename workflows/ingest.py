@@ -15,7 +15,12 @@ from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+)
 from temporalio.exceptions import TimeoutError as TimeoutError_
 
 with workflow.unsafe.imports_passed_through():
@@ -43,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         VideoStatus,
         plan_windows,
     )
-    from schemas.queues import MEDIA_TASK_QUEUE, PROVIDER_TASK_QUEUE
+    from schemas.queues import TaskQueues
 
 T = TypeVar("T")
 
@@ -108,6 +113,7 @@ class IngestWorkflow:
     def __init__(self) -> None:
         self._progress: IngestProgress | None = None
         self._input: IngestInput | None = None
+        self._queues = TaskQueues.of_workflow_queue(workflow.info().task_queue)
 
     @workflow.query
     def progress(self) -> IngestProgress:
@@ -129,7 +135,7 @@ class IngestWorkflow:
         plan = await workflow.execute_activity_method(
             CatalogActivities.load_ingest_plan,
             IngestPlanInput(tenant_id=input.tenant_id, video_id=input.video_id),
-            task_queue=PROVIDER_TASK_QUEUE,
+            task_queue=self._queues.providers,
             start_to_close_timeout=DATABASE_TIMEOUT,
             schedule_to_close_timeout=DATABASE_DEADLINE,
             retry_policy=DATABASE_RETRY,
@@ -154,7 +160,7 @@ class IngestWorkflow:
                     DownloadSourceInput(
                         tenant_id=input.tenant_id, video_id=input.video_id, url=plan.source_url
                     ),
-                    task_queue=PROVIDER_TASK_QUEUE,
+                    task_queue=self._queues.providers,
                     start_to_close_timeout=DOWNLOAD_TIMEOUT,
                     heartbeat_timeout=DOWNLOAD_HEARTBEAT,
                     retry_policy=PROVIDER_RETRY,
@@ -173,7 +179,7 @@ class IngestWorkflow:
                         video_id=input.video_id,
                         source_key=source_key,
                     ),
-                    task_queue=MEDIA_TASK_QUEUE,
+                    task_queue=self._queues.media,
                     start_to_close_timeout=PROBE_TIMEOUT,
                     retry_policy=MEDIA_RETRY,
                 )
@@ -193,7 +199,7 @@ class IngestWorkflow:
                         duration_s=duration_s,
                         has_audio=has_audio,
                     ),
-                    task_queue=MEDIA_TASK_QUEUE,
+                    task_queue=self._queues.media,
                     start_to_close_timeout=EXTRACT_TIMEOUT,
                     retry_policy=MEDIA_RETRY,
                 )
@@ -216,7 +222,7 @@ class IngestWorkflow:
                 workflow.execute_activity_method(
                     IndexingActivities.chunk_transcript,
                     ChunkTranscriptInput(tenant_id=input.tenant_id, video_id=input.video_id),
-                    task_queue=PROVIDER_TASK_QUEUE,
+                    task_queue=self._queues.providers,
                     start_to_close_timeout=CHUNK_TIMEOUT,
                     schedule_to_close_timeout=DATABASE_DEADLINE,
                     retry_policy=DATABASE_RETRY,
@@ -243,7 +249,9 @@ class IngestWorkflow:
         self._progress.segments_done = len(done & set(range(len(windows))))
         await self._enter(IngestStage.TRANSCRIBING, self._transcribe_progress())
         # Local Whisper is CPU work for the media pool; the remote API is I/O.
-        queue = MEDIA_TASK_QUEUE if plan.transcription_provider == "local" else PROVIDER_TASK_QUEUE
+        queue = (
+            self._queues.media if plan.transcription_provider == "local" else self._queues.providers
+        )
         workflow_id = workflow.info().workflow_id
 
         async def transcribe(index: int, start_s: float, end_s: float) -> None:
@@ -285,7 +293,7 @@ class IngestWorkflow:
         assert self._progress is not None
         self._progress.chunks_embedded = min(plan.chunks_embedded, chunk_count)
         await self._enter(IngestStage.EMBEDDING, self._embed_progress())
-        queue = MEDIA_TASK_QUEUE if plan.embedding_provider == "local" else PROVIDER_TASK_QUEUE
+        queue = self._queues.media if plan.embedding_provider == "local" else self._queues.providers
         workflow_id = workflow.info().workflow_id
         batch = max(1, plan.embed_batch_size)
 
@@ -366,7 +374,7 @@ class IngestWorkflow:
                 chunk_count=self._progress.chunk_count,
                 cost_usd=self._progress.cost_usd,
             ),
-            task_queue=PROVIDER_TASK_QUEUE,
+            task_queue=self._queues.providers,
             start_to_close_timeout=DATABASE_TIMEOUT,
             schedule_to_close_timeout=DATABASE_DEADLINE,
             retry_policy=DATABASE_RETRY,
@@ -406,6 +414,9 @@ class IngestWorkflow:
         try:
             return await awaitable
         except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                # The run itself was canceled; let `run` record that, not a step failure.
+                raise asyncio.CancelledError() from err
             raise _describe_failure(err) from err
 
 

@@ -7,6 +7,7 @@ They record what the workflow asked for, so tests can assert on orchestration al
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
 
 from temporalio import activity
@@ -30,6 +31,7 @@ from schemas.ingest import (
     VideoStateInput,
     VideoStateOutput,
 )
+from schemas.queues import TaskQueues
 
 
 @dataclass
@@ -47,6 +49,7 @@ class FakePipeline:
     states: list[VideoStateInput] = field(default_factory=list)
     transcribed: list[TranscribeWindowInput] = field(default_factory=list)
     embedded: list[EmbedChunksInput] = field(default_factory=list)
+    queues: TaskQueues = field(default_factory=lambda: TaskQueues.for_prefix(uuid.uuid4().hex))
 
     def activities(self) -> list[object]:
         @activity.defn(name="load_ingest_plan")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+import pytest_asyncio
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -20,8 +21,8 @@ from schemas.ingest import (
     IngestStage,
     VideoStatus,
 )
-from schemas.queues import MEDIA_TASK_QUEUE, PROVIDER_TASK_QUEUE, WORKFLOW_TASK_QUEUE
 from tests.workflows.fakes import FakePipeline
+from tests.workflows.search_attributes import register_search_attributes
 from workflows.ingest import IngestWorkflow
 
 
@@ -39,36 +40,50 @@ def new_plan(**overrides: object) -> IngestPlan:
 
 @asynccontextmanager
 async def pipeline_workers(client: Client, fake: FakePipeline) -> AsyncIterator[None]:
+    """Workers on a queue family of this test's own, so tests never steal each other's tasks."""
     activities = fake.activities()
     async with (
-        Worker(client, task_queue=WORKFLOW_TASK_QUEUE, workflows=[IngestWorkflow]),
-        Worker(client, task_queue=MEDIA_TASK_QUEUE, activities=activities),
-        Worker(client, task_queue=PROVIDER_TASK_QUEUE, activities=activities),
+        Worker(client, task_queue=fake.queues.workflows, workflows=[IngestWorkflow]),
+        Worker(client, task_queue=fake.queues.media, activities=activities),
+        Worker(client, task_queue=fake.queues.providers, activities=activities),
     ):
         yield
 
 
-async def start(client: Client) -> WorkflowHandle[IngestWorkflow, IngestResult]:
+async def start(client: Client, fake: FakePipeline) -> WorkflowHandle[IngestWorkflow, IngestResult]:
     video_id = str(uuid.uuid4())
     return await client.start_workflow(
         IngestWorkflow.run,
         IngestInput(tenant_id=str(uuid.uuid4()), video_id=video_id),
         id=f"ingest-{video_id}",
-        task_queue=WORKFLOW_TASK_QUEUE,
+        task_queue=fake.queues.workflows,
     )
 
 
-@pytest.fixture
-def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_skipping_with_attributes(
+    time_skipping_env: WorkflowEnvironment,
+) -> WorkflowEnvironment:
+    await register_search_attributes(time_skipping_env.client)
     return time_skipping_env
+
+
+@pytest.fixture(params=["time-skipping", "local"])
+def env(request: pytest.FixtureRequest) -> WorkflowEnvironment:
+    """Each test runs on the time-skipping test server and on the dev server."""
+    name = "local_env" if request.param == "local" else "time_skipping_with_attributes"
+    environment: WorkflowEnvironment = request.getfixturevalue(name)
+    return environment
 
 
 async def test_a_video_goes_through_every_stage_to_completed(env: WorkflowEnvironment) -> None:
     fake = FakePipeline(plan=new_plan(), duration_s=300.0, chunk_count=12)
     async with pipeline_workers(env.client, fake):
-        handle = await start(env.client)
+        handle = await start(env.client, fake)
         result = await handle.result()
+        final = await handle.query(IngestWorkflow.progress)
 
+    assert final.status == VideoStatus.COMPLETED and final.segments_done == 3
     assert result.status == VideoStatus.COMPLETED
     assert result.chunk_count == 12
     # 300 s in 120 s windows: 0-120, 120-240, 240-300, each transcribed exactly once.
@@ -78,7 +93,11 @@ async def test_a_video_goes_through_every_stage_to_completed(env: WorkflowEnviro
         (240.0, 300.0),
     ]
     assert len({t.ledger_key for t in fake.transcribed}) == 3
-    assert sorted((e.start_index, e.end_index) for e in fake.embedded) == [(0, 5), (5, 10), (10, 12)]
+    assert sorted((e.start_index, e.end_index) for e in fake.embedded) == [
+        (0, 5),
+        (5, 10),
+        (10, 12),
+    ]
     stages = [s.stage for s in fake.states]
     assert stages[0] == IngestStage.PROBING
     assert stages[-1] == IngestStage.COMPLETED
@@ -86,8 +105,6 @@ async def test_a_video_goes_through_every_stage_to_completed(env: WorkflowEnviro
     progress = [s.progress for s in fake.states]
     assert progress == sorted(progress) and progress[-1] == 1.0
     assert result.cost_usd == pytest.approx(0.006 * 5 + 3 * 0.000002)
-    final = await handle.query(IngestWorkflow.progress)
-    assert final.status == VideoStatus.COMPLETED and final.segments_done == 3
 
 
 async def test_ledger_keys_are_derived_from_the_video_not_the_attempt(
@@ -95,7 +112,7 @@ async def test_ledger_keys_are_derived_from_the_video_not_the_attempt(
 ) -> None:
     fake = FakePipeline(plan=new_plan(), duration_s=100.0, transcribe_failures_left=2)
     async with pipeline_workers(env.client, fake):
-        handle = await start(env.client)
+        handle = await start(env.client, fake)
         await handle.result()
     video_id = (await handle.describe()).id.removeprefix("ingest-")
     assert [t.ledger_key for t in fake.transcribed] == [f"ingest-{video_id}/transcribe/local/0"]
@@ -108,7 +125,7 @@ async def test_a_video_without_audio_completes_with_zero_chunks_and_says_why(
 ) -> None:
     fake = FakePipeline(plan=new_plan(), has_audio=False)
     async with pipeline_workers(env.client, fake):
-        result = await (await start(env.client)).result()
+        result = await (await start(env.client, fake)).result()
     assert result.status == VideoStatus.COMPLETED
     assert result.chunk_count == 0
     assert result.note is not None and "no audio track" in result.note
@@ -124,7 +141,7 @@ async def test_a_rejected_file_fails_the_run_with_the_reason(env: WorkflowEnviro
         ),
     )
     async with pipeline_workers(env.client, fake):
-        handle = await start(env.client)
+        handle = await start(env.client, fake)
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
     cause = failure.value.cause
@@ -148,7 +165,7 @@ async def test_a_resumed_run_skips_the_steps_already_done(env: WorkflowEnvironme
     )
     fake = FakePipeline(plan=plan, chunk_count=4)
     async with pipeline_workers(env.client, fake):
-        result = await (await start(env.client)).result()
+        result = await (await start(env.client, fake)).result()
     assert "probe_video" not in fake.calls and "extract_media" not in fake.calls
     assert [t.window_index for t in fake.transcribed] == [2]
     assert result.chunk_count == 4
@@ -160,14 +177,14 @@ async def test_an_imported_video_is_downloaded_first(env: WorkflowEnvironment) -
         plan=new_plan(source_ready=False, source_url="https://videos.example.com/a.mp4")
     )
     async with pipeline_workers(env.client, fake):
-        await (await start(env.client)).result()
+        await (await start(env.client, fake)).result()
     assert fake.calls[:3] == ["load_ingest_plan", "download_source", "probe_video"]
 
 
 async def test_cancel_marks_the_video_failed_as_canceled(env: WorkflowEnvironment) -> None:
     fake = FakePipeline(plan=new_plan(), duration_s=300.0, transcribe_delay_s=600.0)
     async with pipeline_workers(env.client, fake):
-        handle = await start(env.client)
+        handle = await start(env.client, fake)
         while not any(s.stage == IngestStage.TRANSCRIBING for s in fake.states):
             await asyncio.sleep(0.05)
         await handle.cancel()
