@@ -6,8 +6,10 @@ import time
 import uuid
 from concurrent.futures import Executor
 from decimal import Decimal
+from typing import cast
 
-from sqlalchemy import bindparam, delete, select, update
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
@@ -24,7 +26,7 @@ from schemas.ingest import (
     EmbedChunksInput,
     EmbedChunksOutput,
 )
-from schemas.tables import Chunk, TranscriptSegment, Video
+from schemas.tables import EMBEDDING_DIMENSIONS, Chunk, TranscriptSegment, Video
 
 _CHUNK_NAMESPACE = uuid.UUID("6f1c3c57-3a1e-4e55-9a53-1f1f5b0c9e01")
 
@@ -136,10 +138,15 @@ class IndexingActivities:
 
         batch, compute_s = await run_blocking(self._executor, embed, heartbeat_details="embed")
         async with self._sessions.begin() as session:
+            chunks = cast(Table, Chunk.__table__)
+            # Core executemany: one round trip for the whole batch of vectors.
             await session.execute(
-                update(Chunk)
-                .where(Chunk.id == bindparam("chunk_id"))
-                .values(embedding=bindparam("vector"), embedding_model=model),
+                update(chunks)
+                .where(chunks.c.id == bindparam("chunk_id"))
+                .values(
+                    embedding=bindparam("vector", type_=Vector(EMBEDDING_DIMENSIONS)),
+                    embedding_model=model,
+                ),
                 [
                     {"chunk_id": row.id, "vector": vector.tolist()}
                     for row, vector in zip(rows, batch.vectors, strict=True)
