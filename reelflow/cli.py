@@ -147,16 +147,22 @@ def dev_up() -> None:
 @app.command()
 def worker(
     queues: Annotated[
-        str, typer.Option(help="Comma-separated task queues to poll (default: all).")
+        str,
+        typer.Option(
+            help="Comma-separated pools to run: workflows, media, providers (default: all)."
+        ),
     ] = "",
 ) -> None:
     """Run worker pools; SIGTERM finishes or hands back in-flight work."""
-    from schemas.queues import ALL_TASK_QUEUES
+    # The media pool already runs one model call per core; BLAS threads on top of that
+    # oversubscribe the CPU and made the local embedder ~4x slower under load.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from schemas.queues import POOLS
     from workers.pools import run_workers
 
     _configure_logging()
     settings = _settings()
-    selected = [q.strip() for q in queues.split(",") if q.strip()] or list(ALL_TASK_QUEUES)
+    selected = [q.strip() for q in queues.split(",") if q.strip()] or list(POOLS)
     try:
         asyncio.run(run_workers(settings, selected))
     except ValueError as err:
