@@ -6,7 +6,9 @@ tenant can never see or touch another tenant's run.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowHandle
@@ -23,6 +25,7 @@ from schemas.ingest import IngestInput, IngestProgress, ingest_workflow_id
 from schemas.queues import WORKFLOW_TASK_QUEUE
 from workflows.ingest import IngestWorkflow
 
+logger = logging.getLogger(__name__)
 _RETRYABLE = {"failed", "canceled", "terminated", "timed_out"}
 
 
@@ -68,7 +71,9 @@ def _ingest_search_attributes(tenant_id: str, video_id: str) -> TypedSearchAttri
     )
 
 
-async def start_ingest(client: Client, *, tenant_id: str, video_id: str) -> str:
+async def start_ingest(
+    client: Client, *, tenant_id: str, video_id: str, task_queue: str = WORKFLOW_TASK_QUEUE
+) -> str:
     """Start ingesting a video; a second call while one runs joins the running one.
 
     Returns:
@@ -79,7 +84,7 @@ async def start_ingest(client: Client, *, tenant_id: str, video_id: str) -> str:
         IngestWorkflow.run,
         IngestInput(tenant_id=tenant_id, video_id=video_id),
         id=workflow_id,
-        task_queue=WORKFLOW_TASK_QUEUE,
+        task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         search_attributes=_ingest_search_attributes(tenant_id, video_id),
@@ -164,7 +169,7 @@ async def retry_run(client: Client, *, workflow_id: str, tenant_id: str) -> str:
         IngestWorkflow.run,
         IngestInput(tenant_id=tenant_id, video_id=video_id),
         id=workflow_id,
-        task_queue=WORKFLOW_TASK_QUEUE,
+        task_queue=description.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         search_attributes=_ingest_search_attributes(tenant_id, video_id),
@@ -184,10 +189,18 @@ async def cancel_run(client: Client, *, workflow_id: str, tenant_id: str) -> Non
         await handle.cancel()
 
 
-async def start_import(client: Client, *, tenant_id: str, video_id: str, url: str) -> str:
-    """Start importing a video from `url` (stored on the video row) and then ingesting it.
+async def start_import(
+    client: Client,
+    *,
+    tenant_id: str,
+    video_id: str,
+    url: str,
+    task_queue: str = WORKFLOW_TASK_QUEUE,
+) -> str:
+    """Start importing a video (download, then ingest) in the same run as its ingest.
 
-    The URL is read from the video row by the run, so it never sits in workflow history.
+    `url` must already be on the video row: the run reads it from there, so the URL
+    never sits in workflow history.
     """
-    del url  # recorded on the row by the caller; kept in the signature for clarity at call sites
-    return await start_ingest(client, tenant_id=tenant_id, video_id=video_id)
+    logger.info("importing video %s from %s", video_id, urlsplit(url).hostname)
+    return await start_ingest(client, tenant_id=tenant_id, video_id=video_id, task_queue=task_queue)

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     upload_url_ttl_s: int = 3600
 
     # --- Workers --------------------------------------------------------------------------
+    task_queue_prefix: str = "reelflow"
+    """Queues are `<prefix>-workflows|media|providers`; another prefix is an isolated family."""
     media_concurrency: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     provider_concurrency: int = 16
 

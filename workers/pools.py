@@ -33,12 +33,7 @@ from reelflow.settings import Settings
 from reelflow.storage import Storage, build_storage
 from reelflow.temporal_client import connect_temporal
 from reelflow.transcription import Transcriber, build_transcriber
-from schemas.queues import (
-    ALL_TASK_QUEUES,
-    MEDIA_TASK_QUEUE,
-    PROVIDER_TASK_QUEUE,
-    WORKFLOW_TASK_QUEUE,
-)
+from schemas.queues import POOLS, TaskQueues
 from workflows.ingest import IngestWorkflow
 
 logger = logging.getLogger(__name__)
@@ -85,27 +80,26 @@ class WorkerDependencies:
         await self.engine.dispose()
 
 
-def build_workers(client: Client, deps: WorkerDependencies, queues: Sequence[str]) -> list[Worker]:
-    """One `Worker` per requested task queue, with its activities and limits."""
-    unknown = set(queues) - set(ALL_TASK_QUEUES)
+def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]) -> list[Worker]:
+    """One `Worker` per requested pool (`workflows`, `media`, `providers`)."""
+    unknown = set(pools) - set(POOLS)
     if unknown:
-        raise ValueError(
-            f"unknown task queue(s) {sorted(unknown)}; choose from {', '.join(ALL_TASK_QUEUES)}"
-        )
+        raise ValueError(f"unknown pool(s) {sorted(unknown)}; choose from {', '.join(POOLS)}")
     settings = deps.settings
+    queues = TaskQueues.for_prefix(settings.task_queue_prefix)
     sessions = session_factory(deps.engine)
     catalog = CatalogActivities(sessions, settings, embedding_model=deps.embedder.model_name)
     workers: list[Worker] = []
-    if WORKFLOW_TASK_QUEUE in queues:
+    if "workflows" in pools:
         workers.append(
             Worker(
                 client,
-                task_queue=WORKFLOW_TASK_QUEUE,
+                task_queue=queues.workflows,
                 workflows=[IngestWorkflow],
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             )
         )
-    if MEDIA_TASK_QUEUE in queues:
+    if "media" in pools:
         media = MediaActivities(
             storage=deps.storage,
             sessions=sessions,
@@ -129,7 +123,7 @@ def build_workers(client: Client, deps: WorkerDependencies, queues: Sequence[str
         workers.append(
             Worker(
                 client,
-                task_queue=MEDIA_TASK_QUEUE,
+                task_queue=queues.media,
                 activities=[
                     media.probe_video,
                     media.extract_media,
@@ -140,7 +134,7 @@ def build_workers(client: Client, deps: WorkerDependencies, queues: Sequence[str
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             )
         )
-    if PROVIDER_TASK_QUEUE in queues:
+    if "providers" in pools:
         imports = ImportActivities(
             storage=deps.storage,
             sessions=sessions,
@@ -164,7 +158,7 @@ def build_workers(client: Client, deps: WorkerDependencies, queues: Sequence[str
         workers.append(
             Worker(
                 client,
-                task_queue=PROVIDER_TASK_QUEUE,
+                task_queue=queues.providers,
                 activities=[
                     catalog.load_ingest_plan,
                     catalog.set_video_state,
@@ -181,17 +175,17 @@ def build_workers(client: Client, deps: WorkerDependencies, queues: Sequence[str
     return workers
 
 
-async def run_workers(settings: Settings, queues: Sequence[str]) -> None:
+async def run_workers(settings: Settings, pools: Sequence[str]) -> None:
     """Run the requested pools until SIGINT/SIGTERM, then shut down gracefully."""
     client = await connect_temporal(settings)
     deps = WorkerDependencies.build(settings)
-    workers = build_workers(client, deps, queues)
+    workers = build_workers(client, deps, pools)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    logger.info("workers polling %s", ", ".join(queues))
+    logger.info("worker pools running: %s", ", ".join(pools))
     runs = [asyncio.create_task(worker.run()) for worker in workers]
     stopped = asyncio.create_task(stop.wait())
     try:
