@@ -31,12 +31,19 @@ console = Console()
 DEV_TENANT_NAME = "dev"
 DEMO_SENTENCES = (
     "Welcome to the reelflow demo, a short video about durable pipelines.",
+    "Every upload is checked with ffprobe before anything else happens.",
+    "Then the audio track is extracted and a thumbnail is saved.",
     "Temporal keeps every step of the pipeline safe across crashes and restarts.",
-    "The thumbnail is extracted with ffmpeg and the speech is transcribed on this machine.",
-    "Our favourite recipe today is a lemon cake with fresh blueberries and vanilla cream.",
-    "Finally, every chunk of the transcript is embedded and indexed for semantic search.",
+    "If a worker dies in the middle of a step, another worker picks it up.",
+    "Nothing is counted twice in the cost ledger, even when a step is retried.",
+    "Now for something completely different: the weather in the mountains.",
+    "Tomorrow brings heavy snow above two thousand metres and strong winds.",
+    "Hikers should stay in the valley and wait for the storm to pass.",
+    "Back to the pipeline: the speech is transcribed on this very machine.",
+    "The transcript is cut into chunks that remember when they were spoken.",
+    "Finally, every chunk is embedded and indexed for semantic search.",
 )
-DEMO_QUESTION = "which cake recipe is mentioned?"
+DEMO_QUESTION = "what is the weather forecast for the mountains?"
 
 
 def _settings() -> Settings:

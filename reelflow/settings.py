@@ -36,16 +36,19 @@ class Settings(BaseSettings):
     """Where the embedded stack keeps Postgres data, Temporal's SQLite file and media."""
 
     # --- Temporal -------------------------------------------------------------------------
-    temporal_address: str = "localhost:7233"
+    temporal_address: str = ""
+    """Empty means the embedded dev server: `127.0.0.1:<TEMPORAL_PORT>`."""
     temporal_namespace: str = "default"
     temporal_tls: bool = False
     temporal_tls_cert_path: Path | None = None
     temporal_tls_key_path: Path | None = None
     temporal_api_key: SecretStr | None = None
-    temporal_ui_url: str = "http://localhost:8233"
+    temporal_ui_url: str = ""
+    """Empty means the embedded dev server's UI: `http://127.0.0.1:<TEMPORAL_UI_PORT>`."""
 
     # --- Database -------------------------------------------------------------------------
-    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5433/reelflow"
+    database_url: str = ""
+    """Empty means the embedded Postgres: `postgresql+psycopg://postgres@127.0.0.1:<POSTGRES_PORT>/reelflow`."""
 
     # --- Storage --------------------------------------------------------------------------
     storage_url: str = ""
@@ -92,6 +95,22 @@ class Settings(BaseSettings):
 
     secret_key: SecretStr = SecretStr("reelflow-local-development-only")
     """Signs upload URLs. Must be set to a real secret outside local/test."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedded_defaults(cls, data: object) -> object:
+        """Addresses left empty point at the embedded stack on its (settable) ports."""
+        if not isinstance(data, dict):
+            return data
+        values = dict(data)
+        if not values.get("database_url"):
+            port = values.get("postgres_port") or 5433
+            values["database_url"] = f"postgresql+psycopg://postgres@127.0.0.1:{port}/reelflow"
+        if not values.get("temporal_address"):
+            values["temporal_address"] = f"127.0.0.1:{values.get('temporal_port') or 7233}"
+        if not values.get("temporal_ui_url"):
+            values["temporal_ui_url"] = f"http://127.0.0.1:{values.get('temporal_ui_port') or 8233}"
+        return values
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
