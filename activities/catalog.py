@@ -100,6 +100,7 @@ class CatalogActivities:
             values["cost_usd"] = Decimal(str(input.cost_usd))
         if input.status == VideoStatus.COMPLETED:
             values["completed_at"] = func.now()
+            values["note"] = input.note
             if input.chunk_count is not None:
                 values["chunk_count"] = input.chunk_count
         async with self._sessions.begin() as session:

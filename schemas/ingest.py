@@ -128,6 +128,8 @@ class VideoStateInput(BaseModel):
     error_message: str | None = None
     chunk_count: int | None = None
     """Written only with `completed`: chunking records its own count."""
+    note: str | None = None
+    """Written only with `completed`: why the result is unusual (e.g. no audio)."""
     cost_usd: float | None = None
 
 

@@ -347,7 +347,7 @@ class IngestWorkflow:
         assert self._progress is not None
         self._progress.cost_usd = round(self._progress.cost_usd + cost_usd, 8)
 
-    async def _enter(self, stage: IngestStage, progress: float) -> None:
+    async def _enter(self, stage: IngestStage, progress: float, *, note: str | None = None) -> None:
         assert self._progress is not None
         self._progress.stage = stage
         self._progress.status = STAGE_STATUS[stage]
@@ -355,10 +355,14 @@ class IngestWorkflow:
         workflow.upsert_search_attributes(
             [sa.STAGE.value_set(stage.value), sa.COST_USD.value_set(self._progress.cost_usd)]
         )
-        await self._save_state()
+        await self._save_state(note=note)
 
     async def _save_state(
-        self, *, error_code: str | None = None, error_message: str | None = None
+        self,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        note: str | None = None,
     ) -> None:
         assert self._progress is not None and self._input is not None
         await workflow.execute_activity_method(
@@ -373,6 +377,7 @@ class IngestWorkflow:
                 error_message=error_message,
                 chunk_count=self._progress.chunk_count,
                 cost_usd=self._progress.cost_usd,
+                note=note,
             ),
             task_queue=self._queues.providers,
             start_to_close_timeout=DATABASE_TIMEOUT,
@@ -385,7 +390,7 @@ class IngestWorkflow:
     ) -> IngestResult:
         assert self._progress is not None and self._input is not None
         self._progress.chunk_count = chunk_count
-        await self._enter(IngestStage.COMPLETED, 1.0)
+        await self._enter(IngestStage.COMPLETED, 1.0, note=note)
         return IngestResult(
             video_id=self._input.video_id,
             status=VideoStatus.COMPLETED,

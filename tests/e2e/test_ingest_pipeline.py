@@ -151,6 +151,7 @@ async def test_a_video_without_audio_completes_with_zero_chunks(
     async with pipeline.sessions() as session:
         video = await session.get(Video, uuid.UUID(video_id))
         assert video is not None and video.status == "completed" and video.chunk_count == 0
+        assert video.note is not None and "no audio track" in video.note
 
 
 @pytest.mark.parametrize(

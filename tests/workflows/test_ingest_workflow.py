@@ -131,6 +131,7 @@ async def test_a_video_without_audio_completes_with_zero_chunks_and_says_why(
     assert result.note is not None and "no audio track" in result.note
     assert not fake.transcribed and "chunk_transcript" not in fake.calls
     assert fake.states[-1].chunk_count == 0
+    assert fake.states[-1].note == result.note
 
 
 async def test_a_rejected_file_fails_the_run_with_the_reason(env: WorkflowEnvironment) -> None:

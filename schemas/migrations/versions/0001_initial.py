@@ -75,6 +75,7 @@ def upgrade() -> None:
         sa.Column("progress", sa.Float, nullable=False),
         sa.Column("error_code", sa.String(60)),
         sa.Column("error_message", sa.Text),
+        sa.Column("note", sa.Text),
         sa.Column("duration_s", sa.Float),
         sa.Column("width", sa.Integer),
         sa.Column("height", sa.Integer),

@@ -1,0 +1,225 @@
+"""Request and response bodies of the HTTP API v1, shared by the API and the CLI.
+
+Every error the API returns has the shape of :class:`ErrorResponse`. Money is a float in
+dollars here (the ledger keeps exact decimals; JSON clients want numbers).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+MAX_TITLE_CHARS = 300
+MAX_FILENAME_CHARS = 300
+MAX_QUERY_CHARS = 1000
+MAX_URL_CHARS = 2048
+
+
+class ErrorBody(BaseModel):
+    """What went wrong, for programs (`code`) and for people (`message`)."""
+
+    code: str = Field(examples=["not_found"])
+    message: str = Field(examples=["no video with id 3f2c…"])
+
+
+class ErrorResponse(BaseModel):
+    """The envelope of every 4xx/5xx answer."""
+
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    """Whether the API's own dependencies answer."""
+
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "error"]
+    temporal: Literal["ok", "error"]
+
+
+# --- videos ---------------------------------------------------------------------------------
+
+
+def _strip_title(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("must not be empty")
+    return stripped
+
+
+class VideoAccepted(BaseModel):
+    """A video whose ingest run has been started (or was already running)."""
+
+    video_id: uuid.UUID
+    workflow_id: str
+    status: str = Field(examples=["pending"])
+
+
+class UploadRequest(BaseModel):
+    """Ask for a signed URL to `PUT` a video's bytes to, then confirm it."""
+
+    filename: str = Field(min_length=1, max_length=MAX_FILENAME_CHARS)
+    size_bytes: int = Field(gt=0, description="Exact size of the file that will be PUT.")
+    content_type: str = Field(max_length=120, examples=["video/mp4"])
+    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
+    collection_id: uuid.UUID | None = None
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        return _strip_title(value)
+
+    @field_validator("content_type")
+    @classmethod
+    def _video_type(cls, value: str) -> str:
+        media_type = value.split(";", 1)[0].strip().lower()
+        if not media_type.startswith("video/") or media_type == "video/":
+            raise ValueError("must be a video/* media type, e.g. video/mp4")
+        return media_type
+
+
+class UploadTicket(BaseModel):
+    """Where to `PUT` the bytes, and until when the URL works."""
+
+    video_id: uuid.UUID
+    upload_url: str
+    expires_at: datetime
+
+
+class UploadReceived(BaseModel):
+    """The bytes of a signed upload are stored; `confirm` starts the ingest."""
+
+    video_id: uuid.UUID
+    size_bytes: int
+    status: str
+
+
+class ImportRequest(BaseModel):
+    """Import a video from a public http(s) URL."""
+
+    url: str = Field(min_length=1, max_length=MAX_URL_CHARS)
+    title: str | None = Field(default=None, max_length=MAX_TITLE_CHARS)
+    collection_id: uuid.UUID | None = None
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str | None) -> str | None:
+        return None if value is None else _strip_title(value)
+
+
+class VideoError(BaseModel):
+    """Why a video's ingest failed."""
+
+    code: str
+    message: str
+
+
+class VideoDetail(BaseModel):
+    """A video asset and how far its ingest run has come."""
+
+    video_id: uuid.UUID
+    title: str
+    origin: str
+    collection_id: uuid.UUID | None
+    status: str
+    stage: str
+    progress: float
+    error: VideoError | None
+    duration_s: float | None
+    chunk_count: int | None
+    cost_usd: float
+    workflow_id: str | None
+    filename: str | None
+    content_type: str | None
+    size_bytes: int | None
+    source_url: str | None
+    width: int | None
+    height: int | None
+    has_audio: bool | None
+    embedding_model: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class TranscriptLine(BaseModel):
+    """One timed line of a transcript."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+class Transcript(BaseModel):
+    """A video's transcript so far (complete once the video is past `transcribing`)."""
+
+    video_id: uuid.UUID
+    status: str
+    segments: list[TranscriptLine]
+    text: str
+
+
+# --- search ---------------------------------------------------------------------------------
+
+
+class SearchResult(BaseModel):
+    """A passage that matches the query, with where it is in the video."""
+
+    video_id: uuid.UUID
+    chunk_id: uuid.UUID
+    start_s: float
+    end_s: float
+    text: str
+    score: float = Field(description="Cosine similarity, 1 is identical.")
+
+
+class SearchResponse(BaseModel):
+    """Best matches first."""
+
+    results: list[SearchResult]
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+class RunAction(BaseModel):
+    """A retry or cancel request that the workflow engine accepted."""
+
+    workflow_id: str
+    run_id: str | None = None
+    status: str = Field(examples=["running", "cancel_requested"])
+
+
+# --- usage ----------------------------------------------------------------------------------
+
+
+class UsageGroupBy(StrEnum):
+    """Dimensions usage can be grouped by."""
+
+    DAY = "day"
+    PROVIDER = "provider"
+    OPERATION = "operation"
+
+
+class UsageGroup(BaseModel):
+    """Usage of one group; only the grouped-by dimensions are set."""
+
+    day: str | None = Field(default=None, examples=["2025-01-31"])
+    provider: str | None = None
+    operation: str | None = None
+    units: float
+    cost_usd: float
+    calls: int
+
+
+class UsageReport(BaseModel):
+    """Ledger totals of a tenant over `[since, until)`."""
+
+    since: datetime
+    until: datetime
+    group_by: list[UsageGroupBy]
+    total_usd: float
+    groups: list[UsageGroup]
