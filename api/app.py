@@ -1,0 +1,98 @@
+"""The HTTP API v1: app factory, lifespan and router wiring.
+
+Run it with `uvicorn api.app:app_factory --factory` (or `reelflow api`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from api.deps import Resources
+from api.errors import install_error_handlers
+from api.routers import health, runs, search, uploads, usage, videos
+from reelflow.db import create_engine, session_factory
+from reelflow.embedding import Embedder, build_embedder
+from reelflow.settings import Settings, get_settings
+from reelflow.storage import Storage, build_storage
+from reelflow.temporal_client import connect_temporal
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    temporal: Client | None = None,
+    storage: Storage | None = None,
+    embedder: Embedder | None = None,
+) -> FastAPI:
+    """Build the API. Clients not injected are built once, at startup, and closed at shutdown.
+
+    Args:
+        settings: The process settings.
+        engine: A database engine to use instead of one built from `DATABASE_URL`; the
+            caller keeps ownership (it is not disposed at shutdown).
+        temporal: A connected Temporal client (it must use the pydantic data converter).
+        storage: The media storage.
+        embedder: The query embedder for search; it must be the model chunks were
+            indexed with, or search finds nothing.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            db_engine = engine
+            if db_engine is None:
+                db_engine = create_engine(settings.database_url)
+                stack.push_async_callback(db_engine.dispose)
+            # Lazy: the API can start while Temporal is still coming up; /healthz tells.
+            client = temporal or await connect_temporal(
+                settings, identity="reelflow-api", lazy=True
+            )
+            media = storage or build_storage(settings)
+            # Loading model weights (or building an SDK client) blocks: not on the loop.
+            model = embedder
+            if model is None:
+                model = await anyio.to_thread.run_sync(build_embedder, settings)
+            app.state.resources = Resources(
+                settings=settings,
+                engine=db_engine,
+                sessions=session_factory(db_engine),
+                temporal=client,
+                storage=media,
+                embedder=model,
+            )
+            logger.info("api ready: storage %r, embedder %s", media, model.model_name)
+            yield
+
+    app = FastAPI(
+        title="reelflow",
+        version=API_VERSION,
+        summary="Durable video pipelines on Temporal.",
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    # Uploads first: its fixed paths (/v1/videos/uploads) must win over /v1/videos/{id}.
+    app.include_router(uploads.router)
+    app.include_router(videos.router)
+    app.include_router(search.router)
+    app.include_router(runs.router)
+    app.include_router(usage.router)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """The app for uvicorn (`--factory`), configured from the environment."""
+    return create_app(get_settings())

@@ -1,0 +1,1 @@
+"""Routers per resource; `api.app` mounts them."""

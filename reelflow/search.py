@@ -1,0 +1,122 @@
+"""Semantic search over transcript chunks with pgvector (cosine distance on the HNSW index)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Float, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.tables import EMBEDDING_DIMENSIONS, Chunk
+
+EF_SEARCH = 100
+"""HNSW candidate list size; pgvector's default of 40 misses good matches on larger tables."""
+
+# pgvector >= 0.8 can keep scanning the HNSW graph until enough rows pass the WHERE clause
+# (tenant, video, model). Without it, a filter that rejects most of the first EF_SEARCH
+# candidates returns fewer than k results. Older versions reject the setting, hence the check.
+_TUNE_SCAN = text(
+    """
+    SELECT set_config('hnsw.ef_search', :ef_search, true),
+           set_config('hnsw.iterative_scan', 'strict_order', true)
+    WHERE EXISTS (
+        SELECT 1 FROM pg_extension
+        WHERE extname = 'vector'
+          AND string_to_array(split_part(extversion, '-', 1), '.')::int[] >= ARRAY[0, 8]
+    )
+    """
+)
+_TUNE_EF_ONLY = text("SELECT set_config('hnsw.ef_search', :ef_search, true)")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One matching chunk; `score` is cosine similarity (1 - cosine distance)."""
+
+    chunk_id: uuid.UUID
+    video_id: uuid.UUID
+    start_s: float
+    end_s: float
+    text: str
+    distance: float
+
+    @property
+    def score(self) -> float:
+        return 1.0 - self.distance
+
+
+async def search_chunks(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    query_vector: Sequence[float],
+    k: int,
+    embedding_model: str,
+    video_id: uuid.UUID | None = None,
+    collection_id: uuid.UUID | None = None,
+) -> list[SearchHit]:
+    """The `k` chunks of the tenant nearest to `query_vector`, nearest first.
+
+    Only chunks embedded with `embedding_model` are compared: vectors of different models
+    live in different spaces, so mixing them would rank noise.
+
+    Args:
+        session: A session; the search settings are set for its current transaction only.
+        tenant_id: Whose chunks to search.
+        query_vector: A unit-length vector of `EMBEDDING_DIMENSIONS` floats.
+        k: How many hits at most.
+        embedding_model: The model that produced `query_vector`.
+        video_id: Restrict to one video.
+        collection_id: Restrict to one collection.
+    """
+    if len(query_vector) != EMBEDDING_DIMENSIONS:
+        raise ValueError(
+            f"query vector has {len(query_vector)} dimensions, expected {EMBEDDING_DIMENSIONS}"
+        )
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    # set_config(..., true) is SET LOCAL: it lasts until this transaction ends, so it never
+    # leaks into other requests that reuse the pooled connection.
+    tuned = await session.execute(_TUNE_SCAN, {"ef_search": str(max(EF_SEARCH, k))})
+    if tuned.first() is None:
+        await session.execute(_TUNE_EF_ONLY, {"ef_search": str(max(EF_SEARCH, k))})
+
+    vector = [float(x) for x in query_vector]
+    # The right-hand side is bound with the column's pgvector type.
+    distance = Chunk.embedding.op("<=>", return_type=Float())(vector)
+    statement = (
+        select(
+            Chunk.id,
+            Chunk.video_id,
+            Chunk.start_s,
+            Chunk.end_s,
+            Chunk.text,
+            distance.label("distance"),
+        )
+        .where(
+            Chunk.tenant_id == tenant_id,
+            Chunk.embedding_model == embedding_model,
+            Chunk.embedding.is_not(None),
+        )
+        # A single ORDER BY on the distance is what lets the planner use the HNSW index.
+        .order_by(distance)
+        .limit(k)
+    )
+    if video_id is not None:
+        statement = statement.where(Chunk.video_id == video_id)
+    if collection_id is not None:
+        statement = statement.where(Chunk.collection_id == collection_id)
+    rows = await session.execute(statement)
+    return [
+        SearchHit(
+            chunk_id=row.id,
+            video_id=row.video_id,
+            start_s=row.start_s,
+            end_s=row.end_s,
+            text=row.text,
+            distance=float(row.distance),
+        )
+        for row in rows
+    ]
