@@ -128,6 +128,9 @@ class VideoDetail(BaseModel):
     stage: str
     progress: float
     error: VideoError | None
+    note: str | None = Field(
+        default=None, description="Why a completed result is unusual, e.g. no audio track."
+    )
     duration_s: float | None
     chunk_count: int | None
     cost_usd: float

@@ -297,6 +297,7 @@ def video_detail(video: Video) -> VideoDetail:
         stage=video.stage,
         progress=video.progress,
         error=error,
+        note=video.note,
         duration_s=video.duration_s,
         chunk_count=video.chunk_count,
         cost_usd=float(video.cost_usd or 0),

@@ -45,6 +45,7 @@ async def test_detail_shows_what_the_workflow_recorded(
         0.0,
     )
     assert body["error"] is None
+    assert body["note"] is None
     assert body["workflow_id"] == f"ingest-{video_id}"
     assert body["size_bytes"] == len(SOURCE)
     assert body["cost_usd"] == 0.0
@@ -71,6 +72,25 @@ async def test_detail_shows_what_the_workflow_recorded(
     assert (body["status"], body["stage"], body["progress"]) == ("failed", "failed", 0.4)
     assert body["error"] == {"code": "no_audio", "message": "the video has no audio track"}
     assert (body["duration_s"], body["chunk_count"], body["cost_usd"]) == (12.5, 3, 0.0125)
+
+    async with session_factory(api_engine)() as session:
+        await session.execute(
+            update(Video)
+            .where(Video.id == uuid.UUID(video_id))
+            .values(
+                status="completed",
+                stage="completed",
+                progress=1.0,
+                error_code=None,
+                error_message=None,
+                chunk_count=0,
+                note="the video has no audio track, so there is nothing to search",
+            )
+        )
+        await session.commit()
+    body = (await api.get(f"/v1/videos/{video_id}", headers=alice.headers)).json()
+    assert (body["status"], body["error"], body["chunk_count"]) == ("completed", None, 0)
+    assert body["note"] == "the video has no audio track, so there is nothing to search"
 
 
 async def test_transcript_is_ordered_by_window_then_position(
