@@ -7,7 +7,7 @@ tenant can never see or touch another tenant's run.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
@@ -26,6 +26,9 @@ from schemas.queues import WORKFLOW_TASK_QUEUE
 from workflows.ingest import IngestWorkflow
 
 logger = logging.getLogger(__name__)
+
+PROGRESS_QUERY_TIMEOUT = timedelta(seconds=2)
+"""A query needs a worker; without one, show the run's status instead of hanging."""
 _RETRYABLE = {"failed", "canceled", "terminated", "timed_out"}
 
 
@@ -124,7 +127,7 @@ async def describe_run(
         try:
             progress = await client.get_workflow_handle_for(
                 IngestWorkflow.run, workflow_id, run_id=description.run_id
-            ).query(IngestWorkflow.progress)
+            ).query(IngestWorkflow.progress, rpc_timeout=PROGRESS_QUERY_TIMEOUT)
         except RPCError:
             # A run with no worker to answer queries still has a status worth showing.
             progress = None
