@@ -1054,6 +1054,13 @@ def search_attribute_args(attributes: Mapping[str, str] = SEARCH_ATTRIBUTES) -> 
     return args
 
 
+def indexed_value_types(
+    attributes: Mapping[str, str] = SEARCH_ATTRIBUTES,
+) -> dict[str, IndexedValueType.ValueType]:
+    """Name → operator-API type, e.g. for `AddSearchAttributesRequest`."""
+    return {name: _INDEXED_VALUE_TYPES[type_name] for name, type_name in attributes.items()}
+
+
 async def registered_search_attributes(client: Client, namespace: str) -> dict[str, str]:
     """Custom search attributes registered in ``namespace``, as name → type name."""
     response = await client.operator_service.list_search_attributes(
@@ -1097,7 +1104,7 @@ async def ensure_search_attributes(
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(
                 namespace=namespace,
-                search_attributes={name: _INDEXED_VALUE_TYPES[t] for name, t in missing.items()},
+                search_attributes=indexed_value_types(missing),
             )
         )
         logger.info("registered search attributes %s in %s", sorted(missing), namespace)

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from temporalio.testing import WorkflowEnvironment
 
 from reelflow.devstack import (
     SEARCH_ATTRIBUTES,
     TemporalDevServer,
     ensure_search_attributes,
+    indexed_value_types,
     is_port_open,
     registered_search_attributes,
     wait_for_http,
@@ -63,6 +65,20 @@ async def test_time_skipping_env_fixture_skips_time(
     before = await time_skipping_env.get_current_time()
     await asyncio.wait_for(time_skipping_env.sleep(timedelta(hours=6)), timeout=30)
     assert await time_skipping_env.get_current_time() - before >= timedelta(hours=6)
+
+
+async def test_time_skipping_env_fixture_has_search_attributes(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    # The test server cannot list them; adding one again is how it tells us it exists.
+    with pytest.raises(RPCError) as exists:
+        await time_skipping_env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=time_skipping_env.client.namespace,
+                search_attributes=indexed_value_types({"TenantId": "Keyword"}),
+            )
+        )
+    assert exists.value.status == RPCStatusCode.ALREADY_EXISTS
 
 
 async def test_connect_temporal_uses_settings_and_pydantic(

@@ -7,10 +7,16 @@ loudly if they are missing.
 
 from __future__ import annotations
 
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from reelflow.devstack import SEARCH_ATTRIBUTES, find_executable, search_attribute_args
+from reelflow.devstack import (
+    SEARCH_ATTRIBUTES,
+    find_executable,
+    indexed_value_types,
+    search_attribute_args,
+)
 
 WORKFLOW_ENVIRONMENT_OPTION = "--workflow-environment"
 """pytest option: ``local`` (default), ``time-skipping`` or ``host:port`` of a server."""
@@ -31,12 +37,23 @@ async def start_local_environment(namespace: str = "default") -> WorkflowEnviron
 
 
 async def start_time_skipping_environment() -> WorkflowEnvironment:
-    """The Java test server, which skips time whenever workflows only wait on timers.
+    """The test server, which skips time whenever workflows only wait on timers.
 
-    It does not support custom search attributes; tests that need them use the local
-    environment.
+    It starts without custom search attributes (and cannot list them), so ours are added
+    here: upserting one it does not know fails the workflow task.
     """
-    return await WorkflowEnvironment.start_time_skipping(
+    env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(find_executable("temporal-test-server")),
     )
+    try:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes=indexed_value_types(SEARCH_ATTRIBUTES),
+            )
+        )
+    except BaseException:
+        await env.shutdown()
+        raise
+    return env
