@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from media_helpers import SENTENCES
 
 from reelflow.media import MediaLimits
 from reelflow.samples import SpeechVideo, make_silent_video, make_speech_video
+from tests.media.media_helpers import SENTENCES
 
 
 @pytest.fixture(scope="session")

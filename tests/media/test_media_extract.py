@@ -6,7 +6,6 @@ import wave
 from pathlib import Path
 
 import pytest
-from media_helpers import ffmpeg, gray_frame, mean
 
 from reelflow.media import (
     MediaRejected,
@@ -16,6 +15,7 @@ from reelflow.media import (
     wav_duration,
 )
 from reelflow.samples import SpeechVideo
+from tests.media.media_helpers import ffmpeg, gray_frame, mean
 
 
 @pytest.fixture(scope="session")

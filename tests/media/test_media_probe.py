@@ -9,11 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from media_helpers import encode_clip, ffmpeg, gray_frame, rotate_mp4_90
 
 from reelflow.media import MediaLimits, MediaRejected, extract_thumbnail, probe_video
 from reelflow.samples import SpeechVideo
 from reelflow.settings import Settings
+from tests.media.media_helpers import encode_clip, ffmpeg, gray_frame, rotate_mp4_90
 
 
 def rejected(path: Path, limits: MediaLimits) -> MediaRejected:

@@ -9,10 +9,10 @@ import wave
 from pathlib import Path
 
 import pytest
-from media_helpers import SENTENCES, gray_frame
 
 from reelflow.media import MediaLimits, extract_audio, probe_video, wav_duration
 from reelflow.samples import SpeechVideo, make_long_speech_video, make_speech_video
+from tests.media.media_helpers import SENTENCES, gray_frame
 
 
 @pytest.fixture(scope="session")

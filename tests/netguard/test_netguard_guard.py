@@ -7,7 +7,6 @@ import socket
 
 import httpx
 import pytest
-from netguard_fakes import PUBLIC_IP, FakeResolver, FakeWeb, redirect, serve_bytes
 
 from reelflow.netguard import (
     UrlNotAllowed,
@@ -16,6 +15,7 @@ from reelflow.netguard import (
     guarded_client,
     open_guarded,
 )
+from tests.netguard.netguard_fakes import PUBLIC_IP, FakeResolver, FakeWeb, redirect, serve_bytes
 
 # The product bar's list plus the usual ways around naive filters.
 BAD_URLS = [

@@ -9,7 +9,12 @@ from typing import Any
 import httpx
 import pytest
 import yt_dlp
-from netguard_fakes import (
+from yt_dlp.extractor.common import InfoExtractor
+
+from reelflow.netguard import UrlNotAllowed, guarded_client
+from reelflow.storage import ObjectTooLarge
+from reelflow.url_import import DownloadedMedia, ImportFailed, download_url
+from tests.netguard.netguard_fakes import (
     PUBLIC_IP,
     FakeResolver,
     FakeWeb,
@@ -17,11 +22,6 @@ from netguard_fakes import (
     serve_bytes,
     serve_html,
 )
-from yt_dlp.extractor.common import InfoExtractor
-
-from reelflow.netguard import UrlNotAllowed, guarded_client
-from reelflow.storage import ObjectTooLarge
-from reelflow.url_import import DownloadedMedia, ImportFailed, download_url
 
 VIDEO = bytes(range(256)) * 1200  # 307,200 bytes
 

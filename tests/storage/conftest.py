@@ -11,9 +11,9 @@ import boto3
 import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
-from storage_helpers import Backend
 
 from reelflow.storage import MIN_PART_SIZE, LocalStorage, S3Storage, Storage
+from tests.storage.storage_helpers import Backend
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from storage_helpers import Backend
 
 import reelflow.storage as storage_module
 from reelflow.settings import Settings
@@ -22,6 +21,7 @@ from reelflow.storage import (
     Storage,
     build_storage,
 )
+from tests.storage.storage_helpers import Backend
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -51,7 +53,7 @@ class FakePipeline:
     embedded: list[EmbedChunksInput] = field(default_factory=list)
     queues: TaskQueues = field(default_factory=lambda: TaskQueues.for_prefix(uuid.uuid4().hex))
 
-    def activities(self) -> list[object]:
+    def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="load_ingest_plan")
         async def load_ingest_plan(input: IngestPlanInput) -> IngestPlan:
             self.calls.append("load_ingest_plan")

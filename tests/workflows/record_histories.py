@@ -20,7 +20,6 @@ from temporalio.exceptions import ApplicationError
 from schemas.ingest import IngestInput
 from tests.support import start_time_skipping_environment
 from tests.workflows.fakes import FakePipeline
-from tests.workflows.search_attributes import register_search_attributes
 from tests.workflows.test_ingest_workflow import new_plan, pipeline_workers
 from workflows.ingest import IngestWorkflow
 
@@ -51,7 +50,6 @@ SCENARIOS: dict[str, FakePipeline] = {
 async def record() -> None:
     env = await start_time_skipping_environment()
     try:
-        await register_search_attributes(env.client)
         for name, fake in SCENARIOS.items():
             async with pipeline_workers(env.client, fake):
                 video_id = str(uuid.uuid4())

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-import pytest_asyncio
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -22,7 +21,6 @@ from schemas.ingest import (
     VideoStatus,
 )
 from tests.workflows.fakes import FakePipeline
-from tests.workflows.search_attributes import register_search_attributes
 from workflows.ingest import IngestWorkflow
 
 
@@ -60,18 +58,10 @@ async def start(client: Client, fake: FakePipeline) -> WorkflowHandle[IngestWork
     )
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def time_skipping_with_attributes(
-    time_skipping_env: WorkflowEnvironment,
-) -> WorkflowEnvironment:
-    await register_search_attributes(time_skipping_env.client)
-    return time_skipping_env
-
-
 @pytest.fixture(params=["time-skipping", "local"])
 def env(request: pytest.FixtureRequest) -> WorkflowEnvironment:
     """Each test runs on the time-skipping test server and on the dev server."""
-    name = "local_env" if request.param == "local" else "time_skipping_with_attributes"
+    name = "local_env" if request.param == "local" else "time_skipping_env"
     environment: WorkflowEnvironment = request.getfixturevalue(name)
     return environment
 
