@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
@@ -88,8 +89,33 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
     settings = deps.settings
     queues = TaskQueues.for_prefix(settings.task_queue_prefix)
     sessions = session_factory(deps.engine)
-    catalog = CatalogActivities(sessions, settings, embedding_model=deps.embedder.model_name)
+
+    def model_activities(executor: Executor) -> tuple[TranscriptionActivities, IndexingActivities]:
+        # The same activities serve both pools: local models run on the media pool's
+        # executor, remote providers on the I/O pool's; the workflow picks the queue.
+        transcription = TranscriptionActivities(
+            storage=deps.storage,
+            sessions=sessions,
+            transcriber=deps.transcriber,
+            scratch_dir=deps.scratch_dir,
+            executor=executor,
+        )
+        indexing = IndexingActivities(
+            sessions=sessions, embedder=deps.embedder, settings=settings, executor=executor
+        )
+        return transcription, indexing
+
+    def worker(queue: str, activities: Sequence[Callable[..., Any]], limit: int) -> Worker:
+        return Worker(
+            client,
+            task_queue=queue,
+            activities=activities,
+            max_concurrent_activities=limit,
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        )
+
     workers: list[Worker] = []
+    activities: list[Callable[..., Any]]
     if "workflows" in pools:
         workers.append(
             Worker(
@@ -107,34 +133,16 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
             scratch_dir=deps.scratch_dir,
             executor=deps.media_executor,
         )
-        transcription = TranscriptionActivities(
-            storage=deps.storage,
-            sessions=sessions,
-            transcriber=deps.transcriber,
-            scratch_dir=deps.scratch_dir,
-            executor=deps.media_executor,
-        )
-        indexing = IndexingActivities(
-            sessions=sessions,
-            embedder=deps.embedder,
-            settings=settings,
-            executor=deps.media_executor,
-        )
-        workers.append(
-            Worker(
-                client,
-                task_queue=queues.media,
-                activities=[
-                    media.probe_video,
-                    media.extract_media,
-                    transcription.transcribe_window,
-                    indexing.embed_chunks,
-                ],
-                max_concurrent_activities=settings.media_concurrency,
-                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-            )
-        )
+        transcription, indexing = model_activities(deps.media_executor)
+        activities = [
+            media.probe_video,
+            media.extract_media,
+            transcription.transcribe_window,
+            indexing.embed_chunks,
+        ]
+        workers.append(worker(queues.media, activities, settings.media_concurrency))
     if "providers" in pools:
+        catalog = CatalogActivities(sessions, settings, embedding_model=deps.embedder.model_name)
         imports = ImportActivities(
             storage=deps.storage,
             sessions=sessions,
@@ -142,36 +150,16 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
             scratch_dir=deps.scratch_dir,
             executor=deps.io_executor,
         )
-        remote_transcription = TranscriptionActivities(
-            storage=deps.storage,
-            sessions=sessions,
-            transcriber=deps.transcriber,
-            scratch_dir=deps.scratch_dir,
-            executor=deps.io_executor,
-        )
-        remote_indexing = IndexingActivities(
-            sessions=sessions,
-            embedder=deps.embedder,
-            settings=settings,
-            executor=deps.io_executor,
-        )
-        workers.append(
-            Worker(
-                client,
-                task_queue=queues.providers,
-                activities=[
-                    catalog.load_ingest_plan,
-                    catalog.set_video_state,
-                    imports.download_source,
-                    remote_indexing.chunk_transcript,
-                    # Used when the transcriber or embedder is a remote API (I/O-bound).
-                    remote_transcription.transcribe_window,
-                    remote_indexing.embed_chunks,
-                ],
-                max_concurrent_activities=settings.provider_concurrency,
-                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-            )
-        )
+        transcription, indexing = model_activities(deps.io_executor)
+        activities = [
+            catalog.load_ingest_plan,
+            catalog.set_video_state,
+            imports.download_source,
+            indexing.chunk_transcript,
+            transcription.transcribe_window,
+            indexing.embed_chunks,
+        ]
+        workers.append(worker(queues.providers, activities, settings.provider_concurrency))
     return workers
 
 
