@@ -1,7 +1,8 @@
 """Ingest benchmark: the real pipeline against a bare Whisper run on the same audio.
 
 Run:  .venv/bin/python tests/benchmarks/ingest_benchmark.py [--minutes 5] [--json out.json]
-      (variants: --segment-s 120 150 --media-concurrency 2 1 --whisper 1x0 2x1)
+      (about 1.5 minutes on 2 cores; every combination of the variant options runs, e.g.
+      --segment-s 120 150 75 --whisper 1x0 2x1 is six variants, about 7 minutes)
 
 The question it answers: how much does durable orchestration (Temporal, windows,
 Postgres writes, extraction, chunking, embedding) cost on top of just transcribing the
@@ -113,7 +114,9 @@ class ReplicatedWhisperTranscriber(LocalWhisperTranscriber):
     """Experiment only: what a ``num_workers`` option on the transcriber would change.
 
     The shipped transcriber loads one CTranslate2 replica, so concurrent windows queue on
-    it. This subclass only changes how the model is loaded; transcription is inherited.
+    it. The product has no option for replicas yet, so this subclass overrides the private
+    lazy loader (same locked, load-once logic, plus ``num_workers``); transcription itself
+    is inherited unchanged.
     """
 
     def __init__(self, compute_type: str, spec: WhisperSpec) -> None:
@@ -678,7 +681,7 @@ async def benchmark(
         )
         summary["script_words"] = len(script)
         summary["baseline_wer"] = round(baseline_wer, 4)
-        summary["baseline_words"] = baseline_words
+        summary["baseline_words"] = len(baseline_words)
 
         results: list[VariantResult] = []
         for segment_s in args.segment_s:
