@@ -2,7 +2,7 @@
 
 Run:  .venv/bin/python tests/benchmarks/ingest_benchmark.py [--minutes 5] [--json out.json]
       (about 1.5 minutes on 2 cores; every combination of the variant options runs, e.g.
-      --segment-s 120 150 75 --whisper 1x0 2x1 is six variants, about 7 minutes)
+      --segment-s 120 150 75 --whisper 0x0 1x0 is six variants, about 7 minutes)
 
 The question it answers: how much does durable orchestration (Temporal, windows,
 Postgres writes, extraction, chunking, embedding) cost on top of just transcribing the
@@ -59,7 +59,7 @@ from reelflow.settings import Settings
 from reelflow.storage import LocalStorage
 from reelflow.temporal_client import connect_temporal
 from reelflow.tenants import create_tenant
-from reelflow.transcription import LocalWhisperTranscriber, Transcriber, build_transcriber
+from reelflow.transcription import LocalWhisperTranscriber, Transcriber
 from schemas.ingest import VideoStatus
 from schemas.queues import POOLS, TaskQueues
 from schemas.tables import Chunk, LedgerEntry, TranscriptSegment, Video
@@ -83,7 +83,8 @@ RATIO_TARGET = 1.15
 
 @dataclass(frozen=True)
 class WhisperSpec:
-    """How the media pool's Whisper model is built: ``1x0`` is what the product ships.
+    """How the media pool's Whisper model is built; ``0x0`` is what the product ships
+    (`build_transcriber`: one replica per media slot, cores shared between them).
 
     `replicas` is CTranslate2's ``num_workers`` (model copies that can run at the same
     time); `threads` its ``cpu_threads`` per copy (0 = CTranslate2's default).
@@ -96,48 +97,18 @@ class WhisperSpec:
     def parse(cls, value: str) -> WhisperSpec:
         replicas, _, threads = value.lower().partition("x")
         spec = cls(int(replicas), int(threads or 0))
-        if spec.replicas < 1 or spec.threads < 0:
-            raise argparse.ArgumentTypeError(f"bad whisper spec {value!r}; use e.g. 1x0 or 2x1")
+        if spec.replicas < 0 or spec.threads < 0:
+            raise argparse.ArgumentTypeError(f"bad whisper spec {value!r}; use e.g. 0x0 or 1x0")
         return spec
 
     @property
     def shipped(self) -> bool:
-        return (self.replicas, self.threads) == (1, 0)
+        return (self.replicas, self.threads) == (0, 0)
 
     def label(self) -> str:
         if self.shipped:
-            return "whisper as shipped (1 replica, cpu_threads=0)"
+            return "whisper as shipped (one replica per media slot)"
         return f"whisper {self.replicas} replica(s) x cpu_threads={self.threads} (experiment)"
-
-
-class ReplicatedWhisperTranscriber(LocalWhisperTranscriber):
-    """Experiment only: what a ``num_workers`` option on the transcriber would change.
-
-    The shipped transcriber loads one CTranslate2 replica, so concurrent windows queue on
-    it. The product has no option for replicas yet, so this subclass overrides the private
-    lazy loader (same locked, load-once logic, plus ``num_workers``); transcription itself
-    is inherited unchanged.
-    """
-
-    def __init__(self, compute_type: str, spec: WhisperSpec) -> None:
-        super().__init__(compute_type=compute_type, cpu_threads=spec.threads)
-        self.replicas = spec.replicas
-
-    def _get_model(self) -> Any:
-        if self._model is None:
-            with self._load_lock:
-                if self._model is None:
-                    from faster_whisper import WhisperModel
-
-                    self._model = WhisperModel(
-                        str(self.model_path),
-                        device="cpu",
-                        compute_type=self.compute_type,
-                        cpu_threads=self.cpu_threads,
-                        num_workers=self.replicas,
-                        local_files_only=True,
-                    )
-        return self._model
 
 
 @dataclass(frozen=True)
@@ -370,7 +341,11 @@ async def running_workers(
     if not whisper.shipped:
         deps = dataclasses.replace(
             deps,
-            transcriber=ReplicatedWhisperTranscriber(settings.local_whisper_compute_type, whisper),
+            transcriber=LocalWhisperTranscriber(
+                compute_type=settings.local_whisper_compute_type,
+                cpu_threads=whisper.threads,
+                num_workers=whisper.replicas,
+            ),
         )
     workers = build_workers(stack.client, deps, POOLS)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
@@ -474,7 +449,7 @@ _STAGE_ORDER = (
 )
 
 
-def report_stages(run: IngestRun, whisper: WhisperSpec) -> None:
+def report_stages(run: IngestRun, whisper: WhisperSpec, variant_slots: int) -> None:
     report(
         f"    workflow history: {run.workflow_s:.2f} s from start to completion"
         " (activity times relative to workflow start)"
@@ -489,6 +464,8 @@ def report_stages(run: IngestRun, whisper: WhisperSpec) -> None:
             f" | queue wait {s.wait_s:5.2f} s"
         )
     t = run.stages.get("transcribe_window")
+    # 0 means "as shipped": one replica per media slot.
+    replicas = whisper.replicas or variant_slots
     if t and t.span_s > 0:
         report(
             f"      transcription: {run.windows} windows; transcribe() calls took"
@@ -497,8 +474,8 @@ def report_stages(run: IngestRun, whisper: WhisperSpec) -> None:
             + (
                 " (one CTranslate2 replica: overlapping calls queue inside the model, so"
                 " compute_seconds counts that wait)"
-                if whisper.replicas == 1
-                else f" ({whisper.replicas} replicas run calls side by side)"
+                if replicas == 1
+                else f" ({replicas} replicas run calls side by side)"
             )
         )
 
@@ -527,7 +504,7 @@ def report_variant(result: VariantResult, video: SpeechVideo) -> None:
     )
     typical = sorted(result.runs, key=lambda r: r.wall_s)[len(result.runs) // 2]
     report("  breakdown of the median run:")
-    report_stages(typical, result.variant.whisper)
+    report_stages(typical, result.variant.whisper, result.variant.media_concurrency)
     chunks = typical.chunks
     if typical.embed_compute_s > 0:
         report(
@@ -657,11 +634,12 @@ async def benchmark(
             tenant_id=str(tenant.tenant_id),
             home=root / "home",
         )
-        # The baseline uses the transcriber exactly as the product builds it.
+        # The baseline is bare faster-whisper on the whole file: the product's model, compute
+        # type and beam, one replica, CTranslate2's own thread count (all cores).
         base_settings = pipeline_settings(
-            stack, Variant(args.segment_s[0], args.media_concurrency[0], WhisperSpec(1, 0))
+            stack, Variant(args.segment_s[0], args.media_concurrency[0], WhisperSpec(0, 0))
         )
-        baseline = build_transcriber(base_settings)
+        baseline = LocalWhisperTranscriber(compute_type=base_settings.local_whisper_compute_type)
         before = rss_mib()
         await asyncio.to_thread(baseline.transcribe, warm_wav)
         report(
@@ -783,8 +761,8 @@ def parse_args() -> argparse.Namespace:
         "--whisper",
         type=WhisperSpec.parse,
         nargs="+",
-        default=[WhisperSpec(1, 0)],
-        help="REPLICASxTHREADS for the media pool's Whisper; 1x0 is what ships",
+        default=[WhisperSpec(0, 0)],
+        help="REPLICASxTHREADS for the media pool's Whisper; 0x0 means as shipped",
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per variant")
     parser.add_argument("--json", type=Path, default=None, help="also write a JSON summary")
