@@ -29,9 +29,9 @@ _PRICES: tuple[Price, ...] = (
     # seed 004: text-embedding-3-small $0.02 / 1M tokens
     Price("openai", "embedding", "text-embedding-3-small", "token", Decimal("0.00000002")),
     Price("openai", "embedding", "text-embedding-3-large", "token", Decimal("0.00000013")),
-    # seed 004: Claude Haiku $1 / $5 per 1M tokens
-    Price("anthropic", "chat_input", "claude-3-5-haiku", "token", Decimal("0.000001")),
-    Price("anthropic", "chat_output", "claude-3-5-haiku", "token", Decimal("0.000005")),
+    # seed 004: Claude Haiku $1 / $5 per 1M tokens (the current Haiku; 3.5 is retired)
+    Price("anthropic", "chat_input", "claude-haiku-4-5", "token", Decimal("0.000001")),
+    Price("anthropic", "chat_output", "claude-haiku-4-5", "token", Decimal("0.000005")),
 )
 
 _UNITS = {
