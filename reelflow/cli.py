@@ -50,7 +50,7 @@ def _settings() -> Settings:
     try:
         return get_settings()
     except SettingsError as err:
-        console.print(f"[red]{err}[/red]")
+        typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
 
 

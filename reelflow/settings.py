@@ -146,11 +146,15 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_describe(err["loc"], err["msg"]) for err in exc.errors())
         raise SettingsError(f"invalid configuration: {problems}") from None
+
+
+def _describe(location: tuple[int | str, ...], message: str) -> str:
+    # Model-level checks already name their variable; field errors get it prefixed.
+    message = message.removeprefix("Value error, ")
+    field = ".".join(str(part) for part in location).upper()
+    return f"{field}: {message}" if field else message
 
 
 @lru_cache(maxsize=1)
