@@ -16,9 +16,15 @@ from temporalio.client import Client
 
 from api.deps import Resources
 from api.errors import install_error_handlers
+from api.routers import chat as chat_routes
+from api.routers import generations as generation_routes
 from api.routers import health, runs, search, uploads, usage, videos
+from reelflow.answerers import Answerer
+from reelflow.chat import build_chat_answerer, check_chat_pricing
 from reelflow.db import create_engine, session_factory
 from reelflow.embedding import Embedder, build_embedder
+from reelflow.generations import ProviderRegistry, build_provider_registry
+from reelflow.retrieval import RetrievalCache
 from reelflow.settings import Settings, get_settings
 from reelflow.storage import Storage, build_storage
 from reelflow.temporal_client import connect_temporal
@@ -35,6 +41,8 @@ def create_app(
     temporal: Client | None = None,
     storage: Storage | None = None,
     embedder: Embedder | None = None,
+    video_providers: ProviderRegistry | None = None,
+    answerer: Answerer | None = None,
 ) -> FastAPI:
     """Build the API. Clients not injected are built once, at startup, and closed at shutdown.
 
@@ -46,6 +54,11 @@ def create_app(
         storage: The media storage.
         embedder: The query embedder for search; it must be the model chunks were
             indexed with, or search finds nothing.
+        video_providers: The video generation providers requests are checked and
+            routed against; by default those the settings configure (the local renderer,
+            plus Sora with a key). The workers must be configured alike.
+        answerer: The chat answerer; by default the one `CHAT_PROVIDER` selects. Startup
+            fails with a readable `SettingsError` when its model has no price.
     """
 
     @asynccontextmanager
@@ -64,6 +77,14 @@ def create_app(
             model = embedder
             if model is None:
                 model = await anyio.to_thread.run_sync(build_embedder, settings)
+            providers = video_providers
+            if providers is None:
+                providers = await anyio.to_thread.run_sync(build_provider_registry, settings)
+            chat_answerer = answerer
+            if chat_answerer is None:
+                chat_answerer = await anyio.to_thread.run_sync(build_chat_answerer, settings)
+            # A paid call without a price would be recorded as free: refuse to start instead.
+            check_chat_pricing(chat_answerer, model)
             app.state.resources = Resources(
                 settings=settings,
                 engine=db_engine,
@@ -71,6 +92,9 @@ def create_app(
                 temporal=client,
                 storage=media,
                 embedder=model,
+                video_providers=providers,
+                answerer=chat_answerer,
+                chat_cache=RetrievalCache(settings.chat_cache_ttl_s),
             )
             logger.info("api ready: storage %r, embedder %s", media, model.model_name)
             yield
@@ -89,7 +113,9 @@ def create_app(
     app.include_router(videos.router)
     app.include_router(search.router)
     app.include_router(runs.router)
+    app.include_router(generation_routes.router)
     app.include_router(usage.router)
+    app.include_router(chat_routes.router)
     return app
 
 

@@ -13,8 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from temporalio.client import Client
 
 from api.errors import ApiError
+from reelflow.answerers import Answerer
 from reelflow.db import SessionFactory
 from reelflow.embedding import Embedder
+from reelflow.generations import ProviderRegistry
+from reelflow.retrieval import RetrievalCache
 from reelflow.settings import Settings
 from reelflow.storage import Storage
 from reelflow.tenants import tenant_for_api_key
@@ -30,6 +33,9 @@ class Resources:
     temporal: Client
     storage: Storage
     embedder: Embedder
+    video_providers: ProviderRegistry
+    answerer: Answerer
+    chat_cache: RetrievalCache
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,20 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
+
+
+def get_video_providers(resources: ResourcesDep) -> ProviderRegistry:
+    return resources.video_providers
+
+
+VideoProvidersDep = Annotated[ProviderRegistry, Depends(get_video_providers)]
+
+
+def get_answerer(resources: ResourcesDep) -> Answerer:
+    return resources.answerer
+
+
+AnswererDep = Annotated[Answerer, Depends(get_answerer)]
 
 # auto_error=False: a missing or malformed header gets our 401 envelope, not FastAPI's 403.
 _bearer = HTTPBearer(auto_error=False, description="A tenant API key: `Bearer rf_…`")

@@ -183,6 +183,9 @@ def api(
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
 ) -> None:
     """Serve the HTTP API."""
+    # Query embedding runs on request threads; multi-threaded BLAS made its p95 spike to
+    # hundreds of ms whenever anything else used the CPU (tests/benchmarks/chat_benchmark.py).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import uvicorn
 
     _configure_logging()
@@ -356,7 +359,7 @@ def _format_timestamp(seconds: float) -> str:
 
 @app.command()
 def demo() -> None:
-    """Ingest a generated speech video end to end, then search it."""
+    """Ingest a speech video end to end and search it, then generate a clip locally."""
     from reelflow.devstack import EmbeddedStack, is_port_open
     from reelflow.samples import make_speech_video
 
@@ -377,6 +380,7 @@ def demo() -> None:
             video = make_speech_video(Path(workdir) / "demo.mp4", DEMO_SENTENCES)
             console.print(f"Made a {video.duration_s:.1f} s speech video: {video.path.name}")
             _demo_ingest(settings, api_key, video.path)
+        _demo_generate(settings, api_key)
     finally:
         if stack is not None:
             stack.stop()
@@ -429,6 +433,67 @@ def _demo_ingest(settings: Settings, api_key: str, path: Path) -> None:
         console.print(
             f"Run in the Temporal UI: {settings.temporal_ui_url}/namespaces/"
             f"{settings.temporal_namespace}/workflows/{workflow_id}"
+        )
+
+
+DEMO_PROMPT = "A paper boat sails down a rain-soaked street at dusk"
+
+
+def _demo_generate(settings: Settings, api_key: str) -> None:
+    """Generate a short clip with the local renderer and print its validation report."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.Client(base_url=settings.api_base_url, headers=headers, timeout=60) as http:
+        response = http.post(
+            "/v1/generations",
+            json={
+                "prompt": DEMO_PROMPT,
+                "provider": "local",
+                "duration_s": 4,
+                "aspect_ratio": "16:9",
+                "resolution": "480p",
+            },
+        )
+        if response.status_code != 202:
+            console.print(f"[red]generation refused: {response.text}[/red]")
+            raise typer.Exit(1)
+        accepted = response.json()
+        generation_id = accepted["generation_id"]
+        console.print(
+            f"Generating {DEMO_PROMPT!r} with the local renderer "
+            f"(estimate ${accepted['estimated_cost_usd']:.2f})"
+        )
+        if accepted.get("quota_warning"):
+            console.print(f"[yellow]{accepted['quota_warning']}[/yellow]")
+        deadline = time.monotonic() + 300
+        with console.status("generating") as status:
+            while True:
+                state = http.get(f"/v1/generations/{generation_id}").json()
+                status.update(state["status"])
+                finished = state["status"] in ("completed", "failed", "canceled")
+                if finished or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        for attempt in state["attempts"]:
+            console.print(
+                f"Attempt {attempt['attempt']} ({attempt['provider']}/{attempt['model']}, "
+                f"job {attempt['provider_job_id']}): {attempt['outcome']}"
+            )
+        report = state.get("validation") or {"checks": []}
+        for check in report["checks"]:
+            mark = "[green]pass[/green]" if check["passed"] else "[red]FAIL[/red]"
+            console.print(f"  {mark}  {check['name']:<13} {check['actual']}")
+        if state["status"] != "completed":
+            error = (state.get("error") or {}).get("message", state["status"])
+            console.print(f"[red]generation ended as {state['status']}: {error}[/red]")
+            raise typer.Exit(1)
+        video_id = state["video_id"]
+        console.print(
+            f"Stored as video {video_id} (${state['cost_usd']:.2f}): "
+            f"{settings.api_base_url}/v1/videos/{video_id}/content and /thumbnail"
+        )
+        console.print(
+            f"Run in the Temporal UI: {settings.temporal_ui_url}/namespaces/"
+            f"{settings.temporal_namespace}/workflows/{state['workflow_id']}"
         )
 
 

@@ -32,6 +32,17 @@ _PRICES: tuple[Price, ...] = (
     # seed 004: Claude Haiku $1 / $5 per 1M tokens (the current Haiku; 3.5 is retired)
     Price("anthropic", "chat_input", "claude-haiku-4-5", "token", Decimal("0.000001")),
     Price("anthropic", "chat_output", "claude-haiku-4-5", "token", Decimal("0.000005")),
+    # Video generation, per generated second; the model column is `<model>-<resolution>`
+    # (`generation_price_model`). Mirrors `reelflow.generation`'s capability table, which
+    # estimates with the same numbers (a test keeps the two equal); see its docstring for
+    # how seeds 001 and 003 give them.
+    Price("sora", "generation", "sora-2-720p", "second", Decimal("0.10")),
+    Price("sora", "generation", "sora-2-pro-720p", "second", Decimal("0.30")),
+    Price("sora", "generation", "sora-2-pro-1080p", "second", Decimal("0.50")),
+    Price("veo", "generation", "veo-3.0-generate-001-720p", "second", Decimal("0.05")),
+    Price("veo", "generation", "veo-3.0-generate-001-1080p", "second", Decimal("0.10")),
+    Price("runway", "generation", "gen4_turbo-720p", "second", Decimal("0.05")),
+    Price("runway", "generation", "gen4_turbo-1080p", "second", Decimal("0.30")),
 )
 
 _UNITS = {
@@ -39,6 +50,7 @@ _UNITS = {
     "embedding": "token",
     "chat_input": "token",
     "chat_output": "token",
+    "generation": "second",
 }
 
 _BY_KEY = {(p.provider, p.operation, p.model): p for p in _PRICES}
@@ -60,6 +72,11 @@ def price_for(provider: str, operation: str, model: str) -> Price:
         return _BY_KEY[(provider, operation, model)]
     except KeyError:
         raise UnknownPrice(f"no price for {provider}/{operation}/{model}") from None
+
+
+def generation_price_model(model: str, resolution: str) -> str:
+    """The price table's model key of a generation: ``("sora-2", "720p")`` → ``"sora-2-720p"``."""
+    return f"{model}-{resolution}"
 
 
 def cost_of(price: Price, units: Decimal) -> Decimal:

@@ -21,8 +21,10 @@ from temporalio.common import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from schemas import search_attributes as sa
+from schemas.generation import GenerationInput, GenerationProgress, generation_workflow_id
 from schemas.ingest import IngestInput, IngestProgress, ingest_workflow_id
 from schemas.queues import WORKFLOW_TASK_QUEUE
+from workflows.generation import GenerationWorkflow
 from workflows.ingest import IngestWorkflow
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class RunView(BaseModel):
     closed_at: datetime | None
     stage: str | None
     cost_usd: float | None
-    progress: IngestProgress | None
+    progress: IngestProgress | GenerationProgress | None
     error: str | None
     ui_url: str
 
@@ -121,7 +123,7 @@ async def describe_run(
     _, description = await _describe(client, workflow_id, tenant_id)
     attributes = description.typed_search_attributes
     status = _status_name(description)
-    progress: IngestProgress | None = None
+    progress: IngestProgress | GenerationProgress | None = None
     pipeline = attributes.get(sa.PIPELINE) or description.workflow_type
     if pipeline == "ingest":
         try:
@@ -132,6 +134,14 @@ async def describe_run(
             # A run with no worker to answer queries still has a status worth showing.
             progress = None
         except Exception:
+            progress = None
+    elif pipeline == "generation":
+        try:
+            progress = await client.get_workflow_handle_for(
+                GenerationWorkflow.run, workflow_id, run_id=description.run_id
+            ).query(GenerationWorkflow.progress, rpc_timeout=PROGRESS_QUERY_TIMEOUT)
+        except Exception:
+            # As above: no worker (or a closed run it cannot load) means no live progress.
             progress = None
     error = progress.error if progress else None
     return RunView(
@@ -165,6 +175,8 @@ async def retry_run(client: Client, *, workflow_id: str, tenant_id: str) -> str:
     status = _status_name(description)
     if status not in _RETRYABLE:
         raise RunNotRetryable(f"run {workflow_id} is {status}; only failed or canceled runs retry")
+    if description.workflow_type == "GenerationWorkflow":
+        return await _retry_generation(client, description, workflow_id, tenant_id)
     video_id = description.typed_search_attributes.get(sa.VIDEO_ID)
     if description.workflow_type != "IngestWorkflow" or video_id is None:
         raise RunNotRetryable(f"run {workflow_id} is not a retryable pipeline run")
@@ -176,6 +188,60 @@ async def retry_run(client: Client, *, workflow_id: str, tenant_id: str) -> str:
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         search_attributes=_ingest_search_attributes(tenant_id, video_id),
+    )
+    return handle.result_run_id or ""
+
+
+def _generation_search_attributes(tenant_id: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.TENANT_ID, tenant_id),
+            SearchAttributePair(sa.PIPELINE, "generation"),
+            SearchAttributePair(sa.STAGE, "queued"),
+            SearchAttributePair(sa.COST_USD, 0.0),
+        ]
+    )
+
+
+async def start_generation(
+    client: Client, *, tenant_id: str, generation_id: str, task_queue: str = WORKFLOW_TASK_QUEUE
+) -> str:
+    """Start a generation whose row (and quota reservation) the caller has written.
+
+    A second call while it runs joins the running one.
+
+    Returns:
+        The workflow id, `generate-<generation_id>`.
+    """
+    workflow_id = generation_workflow_id(generation_id)
+    await client.start_workflow(
+        GenerationWorkflow.run,
+        GenerationInput(tenant_id=tenant_id, generation_id=generation_id),
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        search_attributes=_generation_search_attributes(tenant_id),
+    )
+    return workflow_id
+
+
+async def _retry_generation(
+    client: Client, description: WorkflowExecutionDescription, workflow_id: str, tenant_id: str
+) -> str:
+    """A failed or canceled generation runs again: it re-checks, re-reserves its quota and
+    makes new attempts (numbered after the old ones, so no submit key repeats)."""
+    generation_id = workflow_id.removeprefix("generate-")
+    if generation_workflow_id(generation_id) != workflow_id:
+        raise RunNotRetryable(f"run {workflow_id} is not a generation run")
+    handle = await client.start_workflow(
+        GenerationWorkflow.run,
+        GenerationInput(tenant_id=tenant_id, generation_id=generation_id),
+        id=workflow_id,
+        task_queue=description.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        search_attributes=_generation_search_attributes(tenant_id),
     )
     return handle.result_run_id or ""
 

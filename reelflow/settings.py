@@ -87,6 +87,39 @@ class Settings(BaseSettings):
     embed_batch_size: int = 20
     upload_url_ttl_s: int = 3600
 
+    # --- Chat (seed 004 "RAG Chat API") ----------------------------------------------------
+    chat_provider: Literal["local", "anthropic", "openai", "gemini"] = "local"
+    """`local` is the offline answerer: it quotes passages and says no model is configured."""
+    anthropic_api_key: SecretStr | None = None
+    gemini_api_key: SecretStr | None = None
+    chat_model: str | None = None
+    """Empty means the provider's default (Claude Haiku for `anthropic`)."""
+    chat_base_url: str | None = None
+    """Another endpoint for the chat provider (a proxy); `openai` falls back to OPENAI_BASE_URL."""
+    chat_context_tokens: int = Field(default=8000, ge=100)
+    """Budget for the transcript passages put into one prompt, filled best first."""
+    chat_history_pairs: int = Field(default=5, ge=0, le=5)
+    """Earlier question/answer pairs sent as history; the answerers send at most 5."""
+    chat_cache_ttl_s: float = Field(default=300.0, ge=0)
+    """How long a repeated question reuses its retrieval (0 turns the cache off)."""
+    chat_recency_boost: float = Field(default=0.0, ge=0, le=1)
+    """Added to cosine similarity times a video's recency (1 when new, halving every 30 days)."""
+    chat_popularity_boost: float = Field(default=0.0, ge=0, le=1)
+    """Added to cosine similarity times a video's popularity (0..1, see reelflow.retrieval)."""
+    chat_max_message_chars: int = Field(default=4000, ge=1, le=100_000)
+
+    # --- Generation (issue 4) ---------------------------------------------------------------
+    generation_jobs_dir: Path | None = None
+    """Where the local renderer keeps its jobs; empty means `<REELFLOW_HOME>/generation-jobs`."""
+    generation_poll_initial_s: float = Field(default=5.0, gt=0)
+    """First wait between submitting a job and asking for its status; grows 1.5x per poll."""
+    generation_poll_max_s: float = Field(default=60.0, gt=0)
+    """Longest wait between two status polls of one provider job."""
+    approval_timeout_s: float = Field(default=24 * 3600.0, gt=0)
+    """A generation waiting for approval longer than this fails as `approval_timed_out`."""
+    sora_api_key: SecretStr | None = None
+    """Enables Sora; empty falls back to OPENAI_API_KEY (with OPENAI_BASE_URL)."""
+
     # --- Workers --------------------------------------------------------------------------
     task_queue_prefix: str = "reelflow"
     """Queues are `<prefix>-workflows|media|providers`; another prefix is an isolated family."""
@@ -125,6 +158,15 @@ class Settings(BaseSettings):
                 "OPENAI_API_KEY is required when TRANSCRIPTION_PROVIDER or "
                 "EMBEDDING_PROVIDER is 'openai'"
             )
+        chat_key = {
+            "anthropic": ("ANTHROPIC_API_KEY", self.anthropic_api_key),
+            "openai": ("OPENAI_API_KEY", self.openai_api_key),
+            "gemini": ("GEMINI_API_KEY", self.gemini_api_key),
+        }.get(self.chat_provider)
+        if chat_key is not None and chat_key[1] is None:
+            raise ValueError(
+                f"{chat_key[0]} is required when CHAT_PROVIDER is '{self.chat_provider}'"
+            )
         scheme = urlparse(self.resolved_storage_url).scheme
         if scheme not in ("file", "s3"):
             raise ValueError(f"STORAGE_URL must start with file:// or s3://, got {scheme!r}")
@@ -135,6 +177,10 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_url(self) -> str:
         return self.storage_url or (self.reelflow_home / "media").resolve().as_uri()
+
+    @property
+    def resolved_generation_jobs_dir(self) -> Path:
+        return self.generation_jobs_dir or self.reelflow_home / "generation-jobs"
 
     @property
     def api_base_url(self) -> str:

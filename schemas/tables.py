@@ -195,3 +195,9 @@ class LedgerEntry(Base):
     cost_usd: Mapped[Decimal] = mapped_column(Money)
     compute_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# Tables kept in modules of their own register on Base.metadata when imported; importing
+# them here means whoever reads `Base.metadata` (migrations, their test) sees every table.
+from schemas import chat_tables as chat_tables  # noqa: E402
+from schemas import generation_tables as generation_tables  # noqa: E402

@@ -24,17 +24,24 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.catalog import CatalogActivities
+from activities.generation import (
+    GenerationCatalogActivities,
+    GenerationMediaActivities,
+    GenerationProviderActivities,
+)
 from activities.imports import ImportActivities
 from activities.indexing import IndexingActivities
 from activities.media import MediaActivities
 from activities.transcription import TranscriptionActivities
 from reelflow.db import create_engine, session_factory
 from reelflow.embedding import Embedder, build_embedder
+from reelflow.generations import ProviderRegistry, build_provider_registry
 from reelflow.settings import Settings
 from reelflow.storage import Storage, build_storage
 from reelflow.temporal_client import connect_temporal
 from reelflow.transcription import Transcriber, build_transcriber
 from schemas.queues import POOLS, TaskQueues
+from workflows.generation import GenerationWorkflow
 from workflows.ingest import IngestWorkflow
 
 logger = logging.getLogger(__name__)
@@ -55,6 +62,8 @@ class WorkerDependencies:
     scratch_dir: Path
     media_executor: ThreadPoolExecutor
     io_executor: ThreadPoolExecutor
+    video_providers: ProviderRegistry | None = None
+    """Video generation providers; None builds them from the settings (tests inject some)."""
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerDependencies:
@@ -72,6 +81,7 @@ class WorkerDependencies:
             io_executor=ThreadPoolExecutor(
                 max_workers=settings.provider_concurrency, thread_name_prefix="io"
             ),
+            video_providers=build_provider_registry(settings),
         )
 
     async def close(self) -> None:
@@ -89,6 +99,18 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
     settings = deps.settings
     queues = TaskQueues.for_prefix(settings.task_queue_prefix)
     sessions = session_factory(deps.engine)
+    video_providers = deps.video_providers or build_provider_registry(settings)
+
+    def provider_activities(executor: Executor) -> GenerationProviderActivities:
+        # Both pools call providers: the local renderer (ffmpeg) on the media pool, remote
+        # APIs on the I/O pool; the workflow picks the queue per provider.
+        return GenerationProviderActivities(
+            sessions=sessions,
+            storage=deps.storage,
+            registry=video_providers,
+            scratch_dir=deps.scratch_dir / "generation",
+            executor=executor,
+        )
 
     def model_activities(executor: Executor) -> tuple[TranscriptionActivities, IndexingActivities]:
         # The same activities serve both pools: local models run on the media pool's
@@ -121,7 +143,7 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
             Worker(
                 client,
                 task_queue=queues.workflows,
-                workflows=[IngestWorkflow],
+                workflows=[IngestWorkflow, GenerationWorkflow],
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             )
         )
@@ -139,6 +161,21 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
             media.extract_media,
             transcription.transcribe_window,
             indexing.embed_chunks,
+        ]
+        generation_media = GenerationMediaActivities(
+            sessions=sessions,
+            storage=deps.storage,
+            settings=settings,
+            scratch_dir=deps.scratch_dir / "generation",
+            executor=deps.media_executor,
+        )
+        local_jobs = provider_activities(deps.media_executor)
+        activities += [
+            generation_media.validate_generation_output,
+            local_jobs.submit_generation_job,
+            local_jobs.poll_generation_job,
+            local_jobs.download_generation_output,
+            local_jobs.cancel_generation_job,
         ]
         workers.append(worker(queues.media, activities, settings.media_concurrency))
     if "providers" in pools:
@@ -158,6 +195,17 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
             indexing.chunk_transcript,
             transcription.transcribe_window,
             indexing.embed_chunks,
+        ]
+        generation_catalog = GenerationCatalogActivities(sessions, settings, video_providers)
+        remote_jobs = provider_activities(deps.io_executor)
+        activities += [
+            generation_catalog.prepare_generation,
+            generation_catalog.finalize_generation,
+            generation_catalog.release_generation,
+            remote_jobs.submit_generation_job,
+            remote_jobs.poll_generation_job,
+            remote_jobs.download_generation_output,
+            remote_jobs.cancel_generation_job,
         ]
         workers.append(worker(queues.providers, activities, settings.provider_concurrency))
     return workers
