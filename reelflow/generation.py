@@ -14,7 +14,8 @@ Three parts, used by the generation workflow's activities:
 * **Implementations.** `LocalRenderer` renders with ffmpeg and behaves like a remote
   provider (job ids, state on disk, latency and injectable faults for tests);
   `SoraProvider` drives OpenAI's video API through the official ``openai`` SDK.
-  Veo and Runway are priced and routable here but have no client yet.
+  Veo (`reelflow/veo.py`, google-genai) and Runway (`reelflow/runway.py`, its HTTP API)
+  live in their own modules.
 
 Prices (seed 003 gives per-video and per-second ranges, seed 001 "duration × resolution
 multiplier"):

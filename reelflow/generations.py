@@ -89,7 +89,7 @@ def pool_of(provider: str) -> str:
 
 def build_provider_registry(settings: Settings) -> ProviderRegistry:
     """The local renderer always; Sora when a key is configured (``SORA_API_KEY`` or
-    ``OPENAI_API_KEY``). Veo and Runway are priced but have no client yet."""
+    ``OPENAI_API_KEY``); Veo with ``GEMINI_API_KEY``; Runway with ``RUNWAY_API_KEY``."""
     import openai
 
     providers: list[VideoProvider] = [LocalRenderer(settings.resolved_generation_jobs_dir)]
@@ -103,6 +103,17 @@ def build_provider_registry(settings: Settings) -> ProviderRegistry:
             timeout=60.0,
         )
         providers += [SoraProvider(client, "sora-2"), SoraProvider(client, "sora-2-pro")]
+    if settings.gemini_api_key is not None:
+        from reelflow.veo import VeoProvider, build_veo_client
+
+        providers.append(VeoProvider(build_veo_client(settings.gemini_api_key.get_secret_value())))
+    if settings.runway_api_key is not None:
+        import httpx
+
+        from reelflow.runway import RunwayProvider
+
+        http = httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
+        providers.append(RunwayProvider(http, settings.runway_api_key.get_secret_value()))
     return ProviderRegistry(providers)
 
 

@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     """A generation waiting for approval longer than this fails as `approval_timed_out`."""
     sora_api_key: SecretStr | None = None
     """Enables Sora; empty falls back to OPENAI_API_KEY (with OPENAI_BASE_URL)."""
+    runway_api_key: SecretStr | None = None
 
     # --- Workers --------------------------------------------------------------------------
     task_queue_prefix: str = "reelflow"
