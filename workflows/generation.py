@@ -33,9 +33,9 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
-    FailureError,
 )
-from temporalio.exceptions import TimeoutError as TimeoutError_
+
+from workflows._steps import StepFailed, describe_failure, step
 
 with workflow.unsafe.imports_passed_through():
     from activities.generation import (
@@ -129,15 +129,6 @@ MAX_TRIES_PER_PROVIDER = 2
 """Generation is stochastic: a black or silent clip is tried once more before falling back."""
 
 
-class _GenerationFailed(Exception):
-    """Internal: the generation cannot succeed; carries a reason a person can act on."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @workflow.defn
 class GenerationWorkflow:
     """Turn one generation request into a validated, stored video asset (or a clear failure)."""
@@ -197,7 +188,7 @@ class GenerationWorkflow:
                 self._gate_open = False
                 self._resume(input.cursor)
             else:
-                plan = await self._step(
+                plan = await step(
                     workflow.execute_activity_method(
                         GenerationCatalogActivities.prepare_generation,
                         PrepareGenerationInput(
@@ -225,7 +216,7 @@ class GenerationWorkflow:
                 elif not await self._wait_for_approval():
                     return await self._end_rejected()
             return await self._generate()
-        except _GenerationFailed as failed:
+        except StepFailed as failed:
             await self._release(GenerationStatus.FAILED, failed.code, failed.message)
             raise ApplicationError(failed.message, type=failed.code, non_retryable=True) from None
         except asyncio.CancelledError:
@@ -264,7 +255,7 @@ class GenerationWorkflow:
             await workflow.wait_condition(lambda: self._decision is not None, timeout=timeout)
         except TimeoutError:
             self._set_approval(ApprovalState.TIMED_OUT)
-            raise _GenerationFailed(
+            raise StepFailed(
                 "approval_timed_out",
                 f"the estimate of ${cursor.plan.estimated_cost_usd:.2f} needed approval "
                 f"({cursor.plan.approval_reason}) and none came within {timeout}",
@@ -491,7 +482,7 @@ class GenerationWorkflow:
         assert cursor is not None and progress is not None
         assert checked.thumbnail_key is not None and checked.facts is not None
         self._set_status(GenerationStatus.STORING)
-        stored = await self._step(
+        stored = await step(
             workflow.execute_activity_method(
                 GenerationCatalogActivities.finalize_generation,
                 FinalizeGenerationInput(
@@ -524,11 +515,11 @@ class GenerationWorkflow:
 
     # --- endings ------------------------------------------------------------------------
 
-    def _exhausted(self) -> _GenerationFailed:
+    def _exhausted(self) -> StepFailed:
         cursor = self._cursor
         assert cursor is not None
         if not cursor.attempts:
-            return _GenerationFailed("generation_failed", "no provider could be tried")
+            return StepFailed("generation_failed", "no provider could be tried")
         lines = "; ".join(
             f"attempt {a.attempt} ({a.provider}/{a.model}): {a.outcome.value}"
             + (f" — {a.message}" if a.message else "")
@@ -536,7 +527,7 @@ class GenerationWorkflow:
         )
         invalid = cursor.attempts[-1].outcome == AttemptOutcome.INVALID_OUTPUT
         code = "validation_failed" if invalid else "generation_failed"
-        return _GenerationFailed(
+        return StepFailed(
             code,
             f"no provider delivered a valid video in {len(cursor.attempts)} attempt(s): {lines}",
         )
@@ -638,7 +629,7 @@ class GenerationWorkflow:
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
                 raise asyncio.CancelledError() from err
-            reason = _describe_failure(err)
+            reason = describe_failure(err)
             summary.outcome = (
                 AttemptOutcome.REJECTED
                 if reason.code == "provider_rejected"
@@ -647,30 +638,6 @@ class GenerationWorkflow:
             summary.message = reason.message
             raise _AttemptFailed() from err
 
-    @staticmethod
-    async def _step(awaitable: Awaitable[T]) -> T:
-        """Await a step; a permanent failure becomes `_GenerationFailed` with its reason."""
-        try:
-            return await awaitable
-        except ActivityError as err:
-            if isinstance(err.cause, CancelledError):
-                raise asyncio.CancelledError() from err
-            raise _describe_failure(err) from err
-
 
 class _AttemptFailed(Exception):
     """Internal: this attempt is over (its summary says why); try the next one."""
-
-
-def _describe_failure(err: ActivityError) -> _GenerationFailed:
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return _GenerationFailed(cause.type or "step_failed", cause.message)
-    if isinstance(cause, TimeoutError_):
-        kind = cause.type.name.lower() if cause.type else "timeout"
-        return _GenerationFailed(
-            "step_timed_out", f"{err.activity_type} did not finish in time ({kind})"
-        )
-    if isinstance(cause, FailureError):
-        return _GenerationFailed("step_failed", f"{err.activity_type} failed: {cause.message}")
-    return _GenerationFailed("step_failed", f"{err.activity_type} failed")

@@ -9,19 +9,15 @@ how `POST /v1/runs/{id}/retry` restarts from the failed step.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from datetime import timedelta
-from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
-    ActivityError,
     ApplicationError,
-    CancelledError,
-    FailureError,
 )
-from temporalio.exceptions import TimeoutError as TimeoutError_
+
+from workflows._steps import StepFailed, step
 
 with workflow.unsafe.imports_passed_through():
     from activities.catalog import CatalogActivities
@@ -49,8 +45,6 @@ with workflow.unsafe.imports_passed_through():
         plan_windows,
     )
     from schemas.queues import TaskQueues
-
-T = TypeVar("T")
 
 # Database steps retry for a long time: a Postgres restart must delay a run, not fail it.
 DATABASE_RETRY = RetryPolicy(
@@ -97,15 +91,6 @@ _TRANSCRIBE_SPAN = (0.10, 0.75)
 _EMBED_SPAN = (0.80, 0.98)
 
 
-class _IngestFailed(Exception):
-    """Internal: a step failed permanently; carries a reason a person can act on."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @workflow.defn
 class IngestWorkflow:
     """Ingest one video asset until it is searchable, or failed with a readable reason."""
@@ -143,7 +128,7 @@ class IngestWorkflow:
         self._progress.cost_usd = plan.cost_usd_so_far
         try:
             return await self._run(input, plan)
-        except _IngestFailed as failed:
+        except StepFailed as failed:
             await self._fail(failed.code, failed.message)
             raise ApplicationError(failed.message, type=failed.code, non_retryable=True) from None
         except asyncio.CancelledError:
@@ -154,7 +139,7 @@ class IngestWorkflow:
         source_key = plan.source_key
         if not plan.source_ready and plan.source_url:
             await self._enter(IngestStage.DOWNLOADING, 0.01)
-            downloaded = await self._step(
+            downloaded = await step(
                 workflow.execute_activity_method(
                     ImportActivities.download_source,
                     DownloadSourceInput(
@@ -171,7 +156,7 @@ class IngestWorkflow:
         has_audio = plan.has_audio
         if duration_s is None or has_audio is None:
             await self._enter(IngestStage.PROBING, 0.02)
-            probe = await self._step(
+            probe = await step(
                 workflow.execute_activity_method(
                     MediaActivities.probe_video,
                     ProbeVideoInput(
@@ -189,7 +174,7 @@ class IngestWorkflow:
         audio_key = plan.audio_key
         if plan.thumbnail_key is None or (has_audio and audio_key is None):
             await self._enter(IngestStage.EXTRACTING, 0.05)
-            extracted = await self._step(
+            extracted = await step(
                 workflow.execute_activity_method(
                     MediaActivities.extract_media,
                     ExtractMediaInput(
@@ -218,7 +203,7 @@ class IngestWorkflow:
         chunk_count = plan.chunk_count
         if chunk_count is None:
             await self._enter(IngestStage.CHUNKING, 0.78)
-            chunked = await self._step(
+            chunked = await step(
                 workflow.execute_activity_method(
                     IndexingActivities.chunk_transcript,
                     ChunkTranscriptInput(tenant_id=input.tenant_id, video_id=input.video_id),
@@ -279,7 +264,7 @@ class IngestWorkflow:
             self._add_cost(output.cost_usd)
             self._progress.progress = self._transcribe_progress()
 
-        await self._step(
+        await step(
             asyncio.gather(
                 *(
                     transcribe(index, start_s, end_s)
@@ -320,7 +305,7 @@ class IngestWorkflow:
             self._add_cost(output.cost_usd)
             self._progress.progress = self._embed_progress()
 
-        await self._step(
+        await step(
             asyncio.gather(
                 *(
                     embed(start, min(start + batch, chunk_count))
@@ -412,28 +397,3 @@ class IngestWorkflow:
             ]
         )
         await self._save_state(error_code=code, error_message=message)
-
-    @staticmethod
-    async def _step(awaitable: Awaitable[T]) -> T:
-        """Await a step; a permanent failure becomes `_IngestFailed` with a readable reason."""
-        try:
-            return await awaitable
-        except ActivityError as err:
-            if isinstance(err.cause, CancelledError):
-                # The run itself was canceled; let `run` record that, not a step failure.
-                raise asyncio.CancelledError() from err
-            raise _describe_failure(err) from err
-
-
-def _describe_failure(err: ActivityError) -> _IngestFailed:
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return _IngestFailed(cause.type or "step_failed", cause.message)
-    if isinstance(cause, TimeoutError_):
-        kind = cause.type.name.lower() if cause.type else "timeout"
-        return _IngestFailed(
-            "step_timed_out", f"{err.activity_type} did not finish in time ({kind})"
-        )
-    if isinstance(cause, FailureError):
-        return _IngestFailed("step_failed", f"{err.activity_type} failed: {cause.message}")
-    return _IngestFailed("step_failed", f"{err.activity_type} failed")
