@@ -12,7 +12,7 @@ from typing import TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from reelflow.storage import ObjectNotFound, Storage
+from reelflow.core.storage import ObjectNotFound, Storage
 
 T = TypeVar("T")
 

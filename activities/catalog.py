@@ -9,8 +9,8 @@ from sqlalchemy import func, select, update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from reelflow.db import SessionFactory
-from reelflow.settings import Settings
+from reelflow.core.db import SessionFactory
+from reelflow.core.settings import Settings
 from schemas.ingest import (
     IngestPlan,
     IngestPlanInput,

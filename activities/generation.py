@@ -32,15 +32,20 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._support import materialize, run_blocking
-from reelflow import media, quotas
-from reelflow.db import SessionFactory
-from reelflow.generation import (
+from reelflow.core.db import SessionFactory
+from reelflow.core.ledger import Usage, record_usage
+from reelflow.core.pricing import generation_price_model
+from reelflow.core.provider_errors import ProviderPermanentError, ProviderTransientError
+from reelflow.core.settings import Settings
+from reelflow.core.storage import Storage
+from reelflow.generation import quotas
+from reelflow.generation.capabilities import (
     GenerationJobRequest,
     NoRouteAvailable,
     UnsupportedRequest,
     VideoProvider,
 )
-from reelflow.generations import (
+from reelflow.generation.routing import (
     GenerationSpec,
     ProviderRegistry,
     approval_reasons,
@@ -48,12 +53,8 @@ from reelflow.generations import (
     plan_route,
     pool_of,
 )
-from reelflow.ledger import Usage, record_usage
-from reelflow.pricing import generation_price_model
-from reelflow.provider_errors import ProviderPermanentError, ProviderTransientError
-from reelflow.settings import Settings
-from reelflow.storage import Storage
-from reelflow.video_validation import ExpectedVideo, first_non_black_thumbnail, validate_video
+from reelflow.media import ffmpeg as media
+from reelflow.media.validation import ExpectedVideo, first_non_black_thumbnail, validate_video
 from schemas.generation import (
     ApprovalState,
     AttemptOutcome,

@@ -13,11 +13,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._support import run_blocking
-from reelflow.db import SessionFactory
-from reelflow.netguard import UrlNotAllowed
-from reelflow.settings import Settings
-from reelflow.storage import Storage
-from reelflow.url_import import ImportFailed, download_url
+from reelflow.core.db import SessionFactory
+from reelflow.core.netguard import UrlNotAllowed
+from reelflow.core.settings import Settings
+from reelflow.core.storage import Storage
+from reelflow.ingest.url_import import ImportFailed, download_url
 from schemas.ingest import DownloadSourceInput, DownloadSourceOutput
 from schemas.tables import Video
 

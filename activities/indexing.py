@@ -15,11 +15,11 @@ from temporalio import activity
 
 from activities._support import run_blocking
 from activities.transcription import bare_model
-from reelflow.chunking import ChunkSizes, TimedText, build_chunks
-from reelflow.db import SessionFactory
-from reelflow.embedding import Embedder, EmbeddingBatch
-from reelflow.ledger import Usage, record_usage
-from reelflow.settings import Settings
+from reelflow.core.db import SessionFactory
+from reelflow.core.ledger import Usage, record_usage
+from reelflow.core.settings import Settings
+from reelflow.ingest.chunking import ChunkSizes, TimedText, build_chunks
+from reelflow.search.embedding import Embedder, EmbeddingBatch
 from schemas.ingest import (
     ChunkTranscriptInput,
     ChunkTranscriptOutput,

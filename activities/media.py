@@ -12,10 +12,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._support import materialize, run_blocking
-from reelflow import media
-from reelflow.db import SessionFactory
-from reelflow.settings import Settings
-from reelflow.storage import Storage
+from reelflow.core.db import SessionFactory
+from reelflow.core.settings import Settings
+from reelflow.core.storage import Storage
+from reelflow.media import ffmpeg as media
 from schemas.ingest import ExtractMediaInput, ExtractMediaOutput, ProbeVideoInput, ProbeVideoOutput
 from schemas.tables import Video
 

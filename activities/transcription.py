@@ -14,12 +14,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._support import materialize, run_blocking
-from reelflow import media
-from reelflow.db import SessionFactory
-from reelflow.ledger import Usage, record_usage
-from reelflow.provider_errors import ProviderPermanentError
-from reelflow.storage import Storage
-from reelflow.transcription import Transcriber, Transcription
+from reelflow.core.db import SessionFactory
+from reelflow.core.ledger import Usage, record_usage
+from reelflow.core.provider_errors import ProviderPermanentError
+from reelflow.core.storage import Storage
+from reelflow.ingest.transcription import Transcriber, Transcription
+from reelflow.media import ffmpeg as media
 from schemas.ingest import TranscribeWindowInput, TranscribeWindowOutput
 from schemas.tables import TranscriptSegment, TranscriptWindow
 

@@ -19,15 +19,15 @@ from api.errors import install_error_handlers
 from api.routers import chat as chat_routes
 from api.routers import generations as generation_routes
 from api.routers import health, runs, search, uploads, usage, videos
-from reelflow.answerers import Answerer
-from reelflow.chat import build_chat_answerer, check_chat_pricing
-from reelflow.db import create_engine, session_factory
-from reelflow.embedding import Embedder, build_embedder
-from reelflow.generations import ProviderRegistry, build_provider_registry
-from reelflow.retrieval import RetrievalCache
-from reelflow.settings import Settings, get_settings
-from reelflow.storage import Storage, build_storage
-from reelflow.temporal_client import connect_temporal
+from reelflow.chat.answerers import Answerer
+from reelflow.chat.retrieval import RetrievalCache
+from reelflow.chat.service import build_chat_answerer, check_chat_pricing
+from reelflow.core.db import create_engine, session_factory
+from reelflow.core.settings import Settings, get_settings
+from reelflow.core.storage import Storage, build_storage
+from reelflow.core.temporal_client import connect_temporal
+from reelflow.generation.routing import ProviderRegistry, build_provider_registry
+from reelflow.search.embedding import Embedder, build_embedder
 
 logger = logging.getLogger(__name__)
 

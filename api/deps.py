@@ -13,14 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from temporalio.client import Client
 
 from api.errors import ApiError
-from reelflow.answerers import Answerer
-from reelflow.db import SessionFactory
-from reelflow.embedding import Embedder
-from reelflow.generations import ProviderRegistry
-from reelflow.retrieval import RetrievalCache
-from reelflow.settings import Settings
-from reelflow.storage import Storage
-from reelflow.tenants import tenant_for_api_key
+from reelflow.chat.answerers import Answerer
+from reelflow.chat.retrieval import RetrievalCache
+from reelflow.core.db import SessionFactory
+from reelflow.core.settings import Settings
+from reelflow.core.storage import Storage
+from reelflow.core.tenants import tenant_for_api_key
+from reelflow.generation.routing import ProviderRegistry
+from reelflow.search.embedding import Embedder
 
 
 @dataclass

@@ -24,7 +24,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from api.errors import ApiError, payload_too_large
-from reelflow.storage import ObjectTooLarge, Storage
+from reelflow.core.storage import ObjectTooLarge, Storage
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from reelflow.devstack import ensure_search_attributes
-from reelflow.settings import Settings, load_settings
-from reelflow.temporal_client import connect_temporal
+from reelflow.core.settings import Settings, load_settings
+from reelflow.core.temporal_client import connect_temporal
+from reelflow.dev.stack import ensure_search_attributes
 
 logger = logging.getLogger("reelflow.ops")
 
@@ -38,7 +38,7 @@ POLLER_MAX_AGE = timedelta(minutes=2)
 
 def migrate(settings: Settings) -> None:
     """Bring the database schema to head (idempotent)."""
-    from reelflow.migrate import upgrade_database
+    from reelflow.core.migrate import upgrade_database
 
     upgrade_database(settings.database_url)
 

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from reelflow.settings import Settings, SettingsError, get_settings
+from reelflow.core.settings import Settings, SettingsError, get_settings
 
 app = typer.Typer(help="Durable pipelines for an AI short-video business.", no_args_is_help=True)
 dev_app = typer.Typer(help="The embedded stack on this machine.", no_args_is_help=True)
@@ -77,8 +77,8 @@ def _child_env(settings: Settings, database_url: str) -> dict[str, str]:
 
 def _dev_api_key(settings: Settings, database_url: str) -> str:
     """The dev tenant's key: created once, kept in `<home>/dev-api-key` (mode 0600)."""
-    from reelflow.db import create_engine, session_factory
-    from reelflow.tenants import create_tenant, tenant_for_api_key
+    from reelflow.core.db import create_engine, session_factory
+    from reelflow.core.tenants import create_tenant, tenant_for_api_key
 
     key_file = settings.reelflow_home / "dev-api-key"
 
@@ -104,8 +104,8 @@ def _dev_api_key(settings: Settings, database_url: str) -> str:
 
 def _start_stack(settings: Settings) -> tuple[object, str]:
     """Start Postgres, Temporal, migrations, a worker and the API; returns (stack, key)."""
-    from reelflow.devstack import EmbeddedStack, wait_for_http
-    from reelflow.migrate import upgrade_database
+    from reelflow.core.migrate import upgrade_database
+    from reelflow.dev.stack import EmbeddedStack, wait_for_http
 
     stack = EmbeddedStack(settings)
     stack.start_infrastructure()
@@ -126,7 +126,7 @@ def _start_stack(settings: Settings) -> tuple[object, str]:
 @dev_app.command("up")
 def dev_up() -> None:
     """Run the whole embedded stack in the foreground until Ctrl-C."""
-    from reelflow.devstack import ChildExitedError, EmbeddedStack
+    from reelflow.dev.stack import ChildExitedError, EmbeddedStack
 
     _configure_logging()
     settings = _settings()
@@ -210,8 +210,8 @@ def tenants_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a tenant and print its API key (shown only once)."""
-    from reelflow.db import create_engine, session_factory
-    from reelflow.tenants import create_tenant
+    from reelflow.core.db import create_engine, session_factory
+    from reelflow.core.tenants import create_tenant
 
     settings = _settings()
 
@@ -251,7 +251,7 @@ def runs_list(
     settings = _settings()
 
     async def collect() -> list[list[str]]:
-        from reelflow.temporal_client import connect_temporal
+        from reelflow.core.temporal_client import connect_temporal
 
         client = await connect_temporal(settings)
         rows = []
@@ -278,7 +278,7 @@ def _run_tenant(settings: Settings, workflow_id: str) -> str:
     from schemas import search_attributes as sa
 
     async def tenant() -> str:
-        from reelflow.temporal_client import connect_temporal
+        from reelflow.core.temporal_client import connect_temporal
 
         client = await connect_temporal(settings)
         description = await client.get_workflow_handle(workflow_id).describe()
@@ -290,8 +290,8 @@ def _run_tenant(settings: Settings, workflow_id: str) -> str:
 @runs_app.command("show")
 def runs_show(workflow_id: str) -> None:
     """Show a run's status, stage, progress and cost."""
-    from reelflow.runs import describe_run
-    from reelflow.temporal_client import connect_temporal
+    from reelflow.core.runs import describe_run
+    from reelflow.core.temporal_client import connect_temporal
 
     settings = _settings()
     tenant_id = _run_tenant(settings, workflow_id)
@@ -313,8 +313,8 @@ def runs_show(workflow_id: str) -> None:
 @runs_app.command("retry")
 def runs_retry(workflow_id: str) -> None:
     """Retry a failed run from the step that failed."""
-    from reelflow.runs import RunNotRetryable, retry_run
-    from reelflow.temporal_client import connect_temporal
+    from reelflow.core.runs import RunNotRetryable, retry_run
+    from reelflow.core.temporal_client import connect_temporal
 
     settings = _settings()
     tenant_id = _run_tenant(settings, workflow_id)
@@ -333,8 +333,8 @@ def runs_retry(workflow_id: str) -> None:
 @runs_app.command("cancel")
 def runs_cancel(workflow_id: str) -> None:
     """Cancel a running run."""
-    from reelflow.runs import cancel_run
-    from reelflow.temporal_client import connect_temporal
+    from reelflow.core.runs import cancel_run
+    from reelflow.core.temporal_client import connect_temporal
 
     settings = _settings()
     tenant_id = _run_tenant(settings, workflow_id)
@@ -360,8 +360,8 @@ def _format_timestamp(seconds: float) -> str:
 @app.command()
 def demo() -> None:
     """Ingest a speech video end to end and search it, then generate a clip locally."""
-    from reelflow.devstack import EmbeddedStack, is_port_open
-    from reelflow.samples import make_speech_video
+    from reelflow.dev.samples import make_speech_video
+    from reelflow.dev.stack import EmbeddedStack, is_port_open
 
     _configure_logging()
     logging.getLogger().setLevel(logging.WARNING)

@@ -286,7 +286,7 @@ class ValidateOutputInput(BaseModel):
 
 
 class CheckResult(BaseModel):
-    """One validation check (`reelflow.video_validation.Check`)."""
+    """One validation check (`reelflow.media.validation.Check`)."""
 
     name: str
     passed: bool
@@ -296,7 +296,7 @@ class CheckResult(BaseModel):
 
 
 class ValidationResult(BaseModel):
-    """A validation report (`reelflow.video_validation.ValidationReport`)."""
+    """A validation report (`reelflow.media.validation.ValidationReport`)."""
 
     passed: bool
     checks: list[CheckResult] = Field(default_factory=list)

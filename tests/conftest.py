@@ -41,7 +41,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from reelflow.devstack import EmbeddedPostgres
+from reelflow.dev.stack import EmbeddedPostgres
 from tests.support import (
     TEST_CLUSTER_PREFIX,
     WORKFLOW_ENVIRONMENT_OPTION,

@@ -33,13 +33,13 @@ from activities.imports import ImportActivities
 from activities.indexing import IndexingActivities
 from activities.media import MediaActivities
 from activities.transcription import TranscriptionActivities
-from reelflow.db import create_engine, session_factory
-from reelflow.embedding import Embedder, build_embedder
-from reelflow.generations import ProviderRegistry, build_provider_registry
-from reelflow.settings import Settings
-from reelflow.storage import Storage, build_storage
-from reelflow.temporal_client import connect_temporal
-from reelflow.transcription import Transcriber, build_transcriber
+from reelflow.core.db import create_engine, session_factory
+from reelflow.core.settings import Settings
+from reelflow.core.storage import Storage, build_storage
+from reelflow.core.temporal_client import connect_temporal
+from reelflow.generation.routing import ProviderRegistry, build_provider_registry
+from reelflow.ingest.transcription import Transcriber, build_transcriber
+from reelflow.search.embedding import Embedder, build_embedder
 from schemas.queues import POOLS, TaskQueues
 from workflows.generation import GenerationWorkflow
 from workflows.ingest import IngestWorkflow

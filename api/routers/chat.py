@@ -19,7 +19,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import AnswererDep, CurrentTenant, ResourcesDep, SessionDep
 from api.errors import ERROR_RESPONSES, ApiError, not_found
-from reelflow.chat import (
+from reelflow.chat.retrieval import Retriever
+from reelflow.chat.service import (
     ChatEvent,
     ChatNotFound,
     ChatService,
@@ -28,7 +29,6 @@ from reelflow.chat import (
     list_sessions,
     session_messages,
 )
-from reelflow.retrieval import Retriever
 from schemas.api import ErrorResponse
 from schemas.chat import (
     ChatContentEvent,

@@ -19,9 +19,11 @@ from temporalio.service import RPCError
 from api.deps import CurrentTenant, ResourcesDep, SessionDep, TenantContext
 from api.errors import ERROR_RESPONSES, ApiError, not_found
 from api.routers.videos import workflow_queue
-from reelflow import quotas, videos
-from reelflow.generation import NoRouteAvailable, UnsupportedRequest
-from reelflow.generations import (
+from reelflow.assets import videos
+from reelflow.core.runs import start_generation
+from reelflow.generation import quotas
+from reelflow.generation.capabilities import NoRouteAvailable, UnsupportedRequest
+from reelflow.generation.routing import (
     GenerationSpec,
     ProviderRegistry,
     RoutePlan,
@@ -31,7 +33,6 @@ from reelflow.generations import (
     list_attempts,
     plan_route,
 )
-from reelflow.runs import start_generation
 from schemas.api import ErrorResponse
 from schemas.generation import (
     AUTO_PROVIDER,

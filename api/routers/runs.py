@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from api.deps import CurrentTenant, SettingsDep, TemporalDep
 from api.errors import ERROR_RESPONSES, ApiError, not_found
-from reelflow import runs
+from reelflow.core import runs
 from schemas.api import ErrorResponse, RunAction
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERROR_RESPONSES)

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query
 
 from api.deps import CurrentTenant, EmbedderDep, SessionDep
 from api.errors import ERROR_RESPONSES, ApiError, not_found
-from reelflow import videos
-from reelflow.search import search_chunks
+from reelflow.assets import videos
+from reelflow.search.vectors import search_chunks
 from schemas.api import MAX_QUERY_CHARS, SearchResponse, SearchResult
 
 router = APIRouter(prefix="/v1/search", tags=["search"], responses=ERROR_RESPONSES)

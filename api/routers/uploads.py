@@ -19,9 +19,9 @@ from api.errors import ERROR_RESPONSES, ApiError, not_found, payload_too_large
 from api.routers.videos import load_video, parse_video_id, workflow_queue
 from api.signing import check_upload_signature, signed_upload_url
 from api.streaming import receive_raw_body
-from reelflow import videos
-from reelflow.runs import start_ingest
-from reelflow.storage import ObjectNotFound
+from reelflow.assets import videos
+from reelflow.core.runs import start_ingest
+from reelflow.core.storage import ObjectNotFound
 from schemas.api import ErrorResponse, UploadReceived, UploadRequest, UploadTicket, VideoAccepted
 from schemas.ingest import VideoStatus, ingest_workflow_id
 

@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 
 from api.deps import CurrentTenant, ResourcesDep, SessionDep
 from api.errors import ERROR_RESPONSES, ApiError
-from reelflow.ledger import LEDGER_CHANNEL
+from reelflow.core.ledger import LEDGER_CHANNEL
 from schemas.api import UsageGroup, UsageGroupBy, UsageReport
 from schemas.tables import LedgerEntry
 

@@ -18,12 +18,12 @@ from fastapi.responses import StreamingResponse
 from api.deps import CurrentTenant, Resources, ResourcesDep, SessionDep, TenantContext
 from api.errors import ERROR_RESPONSES, ApiError, not_found
 from api.streaming import StoredFile, receive_form_upload
-from reelflow import videos
-from reelflow.db import SessionFactory
-from reelflow.netguard import UrlNotAllowed, check_url
-from reelflow.runs import start_import, start_ingest
-from reelflow.settings import Settings
-from reelflow.storage import ObjectNotFound, Storage
+from reelflow.assets import videos
+from reelflow.core.db import SessionFactory
+from reelflow.core.netguard import UrlNotAllowed, check_url
+from reelflow.core.runs import start_import, start_ingest
+from reelflow.core.settings import Settings
+from reelflow.core.storage import ObjectNotFound, Storage
 from schemas.api import (
     MAX_TITLE_CHARS,
     ErrorResponse,

@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations on the URL `reelflow.migrate` passes in."""
+"""Alembic environment: runs migrations on the URL `reelflow.core.migrate` passes in."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     """Apply migrations over one connection, inside one transaction."""
     url = config.get_main_option("sqlalchemy.url")
-    assert url, "reelflow.migrate sets sqlalchemy.url"
+    assert url, "reelflow.core.migrate sets sqlalchemy.url"
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata)

@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from reelflow.embedding import EMBEDDING_DIMENSIONS, EmbeddingBatch
+from reelflow.search.embedding import EMBEDDING_DIMENSIONS, EmbeddingBatch
 from schemas.tables import Video
 
 _WORD = re.compile(r"[a-z0-9]+")

@@ -21,11 +21,11 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from reelflow.db import create_engine, session_factory
-from reelflow.migrate import upgrade_database
-from reelflow.settings import Settings
-from reelflow.storage import LocalStorage
-from reelflow.tenants import create_tenant
+from reelflow.core.db import create_engine, session_factory
+from reelflow.core.migrate import upgrade_database
+from reelflow.core.settings import Settings
+from reelflow.core.storage import LocalStorage
+from reelflow.core.tenants import create_tenant
 from tests.api.api_support import MAX_UPLOAD_BYTES, BagOfWordsEmbedder, TenantKey
 
 

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.app import create_app
-from reelflow.db import create_engine, session_factory
-from reelflow.settings import Settings
-from reelflow.storage import LocalStorage
+from reelflow.core.db import create_engine, session_factory
+from reelflow.core.settings import Settings
+from reelflow.core.storage import LocalStorage
 from schemas.tables import ApiKey
 from tests.api.api_support import BagOfWordsEmbedder, TenantKey, assert_error
 from tests.support import free_port

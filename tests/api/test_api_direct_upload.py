@@ -8,8 +8,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from reelflow.settings import Settings
-from reelflow.storage import LocalStorage
+from reelflow.core.settings import Settings
+from reelflow.core.storage import LocalStorage
 from schemas import search_attributes as sa
 from tests.api.api_support import (
     MAX_UPLOAD_BYTES,

@@ -31,16 +31,16 @@ from activities.generation import (
     GenerationProviderActivities,
 )
 from api.app import create_app
-from reelflow.db import session_factory
-from reelflow.generation import get_capabilities
-from reelflow.generations import ProviderRegistry
-from reelflow.settings import Settings
-from reelflow.storage import LocalStorage
+from reelflow.core.db import session_factory
+from reelflow.core.settings import Settings
+from reelflow.core.storage import LocalStorage
+from reelflow.generation.capabilities import get_capabilities
+from reelflow.generation.routing import ProviderRegistry
 from schemas.generation import MAX_PROMPT_CHARS
 from schemas.generation_tables import Generation, QuotaReservation
 from schemas.queues import TaskQueues
 from tests.api.api_support import BagOfWordsEmbedder, TenantKey, assert_error
-from tests.generation_workflow.providers import RenamedRenderer, renderer
+from tests.workflows.generation.providers import RenamedRenderer, renderer
 from workflows.generation import GenerationWorkflow
 
 LOCAL = {"provider": "local", "duration_s": 2, "aspect_ratio": "16:9", "resolution": "480p"}

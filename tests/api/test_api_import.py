@@ -11,7 +11,7 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from reelflow.settings import Settings
+from reelflow.core.settings import Settings
 from schemas import search_attributes as sa
 from tests.api.api_support import TenantKey, assert_error, count_videos, fetch_video
 from tests.support import free_port

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reelflow.db import session_factory
+from reelflow.core.db import session_factory
 from schemas.tables import Chunk
 from tests.api.api_support import BagOfWordsEmbedder, TenantKey, assert_error
 

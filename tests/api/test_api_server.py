@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.app import create_app
-from reelflow.db import session_factory
-from reelflow.ledger import Usage, record_usage
-from reelflow.settings import Settings
-from reelflow.storage import LocalStorage
+from reelflow.core.db import session_factory
+from reelflow.core.ledger import Usage, record_usage
+from reelflow.core.settings import Settings
+from reelflow.core.storage import LocalStorage
 from tests.api.api_support import MAX_UPLOAD_BYTES, BagOfWordsEmbedder, TenantKey
 from tests.support import free_port
 

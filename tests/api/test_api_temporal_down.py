@@ -12,9 +12,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.app import create_app
-from reelflow.db import session_factory
-from reelflow.settings import Settings
-from reelflow.storage import LocalStorage
+from reelflow.core.db import session_factory
+from reelflow.core.settings import Settings
+from reelflow.core.storage import LocalStorage
 from schemas.tables import Video
 from tests.api.api_support import BagOfWordsEmbedder, TenantKey, assert_error, fetch_video
 from tests.support import free_port

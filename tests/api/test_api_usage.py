@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reelflow.db import session_factory
+from reelflow.core.db import session_factory
 from schemas.tables import LedgerEntry
 from tests.api.api_support import TenantKey, assert_error
 

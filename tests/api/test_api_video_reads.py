@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reelflow.db import session_factory
-from reelflow.storage import LocalStorage
+from reelflow.core.db import session_factory
+from reelflow.core.storage import LocalStorage
 from schemas.tables import TranscriptSegment, Video
 from tests.api.api_support import TenantKey, assert_error
 

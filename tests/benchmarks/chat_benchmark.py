@@ -60,14 +60,14 @@ from pgvector.psycopg import register_vector
 from sqlalchemy import text
 
 from api.app import create_app
-from reelflow.db import SessionFactory, create_engine, session_factory
-from reelflow.embedding import LocalMiniLMEmbedder
-from reelflow.migrate import upgrade_database
-from reelflow.retrieval import CANDIDATES, RetrievalCache, RetrievalScope, Retriever
-from reelflow.search import search_chunks
-from reelflow.settings import Settings
-from reelflow.storage import LocalStorage
-from reelflow.tenants import add_api_key
+from reelflow.chat.retrieval import CANDIDATES, RetrievalCache, RetrievalScope, Retriever
+from reelflow.core.db import SessionFactory, create_engine, session_factory
+from reelflow.core.migrate import upgrade_database
+from reelflow.core.settings import Settings
+from reelflow.core.storage import LocalStorage
+from reelflow.core.tenants import add_api_key
+from reelflow.search.embedding import LocalMiniLMEmbedder
+from reelflow.search.vectors import search_chunks
 from tests.benchmarks.common import (
     machine,
     percentile,

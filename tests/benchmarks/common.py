@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reelflow.devstack import EmbeddedPostgres, TemporalDevServer
+from reelflow.dev.stack import EmbeddedPostgres, TemporalDevServer
 from tests.support import free_port
 
 

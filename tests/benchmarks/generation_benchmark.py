@@ -6,7 +6,7 @@ Run:  .venv/bin/python tests/benchmarks/generation_benchmark.py [--generations 2
 What it measures: **orchestration only**. The real `GenerationWorkflow` runs on a real
 Temporal dev server (a throwaway one, file-backed as in `reelflow dev up`), with the
 product's poll settings, but every activity is the in-memory stand-in from
-`tests/generation_workflow/fakes.py`, registered under the real names: no ffmpeg render,
+`tests/workflows/generation/fakes.py`, registered under the real names: no ffmpeg render,
 no validation, no database. The provider is simulated on the server's clock — a job is
 done `--latency-s` seconds after its submit — so the workflow really sleeps, polls,
 downloads, validates and settles, and what the figures show is the cost of the workflow
@@ -39,7 +39,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from reelflow.runs import start_generation
+from reelflow.core.runs import start_generation
 from schemas.generation import GenerationResult, GenerationStatus, PrepareGenerationInput
 from schemas.queues import TaskQueues
 from tests.benchmarks.common import (
@@ -51,7 +51,7 @@ from tests.benchmarks.common import (
     verdict,
     write_json,
 )
-from tests.generation_workflow.fakes import (
+from tests.workflows.generation.fakes import (
     FakeGeneration,
     ProbeWorkflow,
     fake_plan,
@@ -297,7 +297,7 @@ def main() -> None:
     host = machine()
     report(host.line())
     report(
-        "activities: in-memory stand-ins (tests/generation_workflow/fakes.py); the provider "
+        "activities: in-memory stand-ins (tests/workflows/generation/fakes.py); the provider "
         "is simulated, nothing is rendered: this measures orchestration alone"
     )
     with throwaway_temporal() as temporal:

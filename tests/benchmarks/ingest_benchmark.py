@@ -50,16 +50,16 @@ from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from reelflow.db import SessionFactory, create_engine, session_factory
-from reelflow.media import extract_audio, read_wav_segment
-from reelflow.migrate import upgrade_database
-from reelflow.runs import start_ingest
-from reelflow.samples import SpeechVideo, make_long_speech_video, make_speech_video
-from reelflow.settings import Settings
-from reelflow.storage import LocalStorage
-from reelflow.temporal_client import connect_temporal
-from reelflow.tenants import create_tenant
-from reelflow.transcription import LocalWhisperTranscriber, Transcriber
+from reelflow.core.db import SessionFactory, create_engine, session_factory
+from reelflow.core.migrate import upgrade_database
+from reelflow.core.runs import start_ingest
+from reelflow.core.settings import Settings
+from reelflow.core.storage import LocalStorage
+from reelflow.core.temporal_client import connect_temporal
+from reelflow.core.tenants import create_tenant
+from reelflow.dev.samples import SpeechVideo, make_long_speech_video, make_speech_video
+from reelflow.ingest.transcription import LocalWhisperTranscriber, Transcriber
+from reelflow.media.ffmpeg import extract_audio, read_wav_segment
 from schemas.ingest import VideoStatus
 from schemas.queues import POOLS, TaskQueues
 from schemas.tables import Chunk, LedgerEntry, TranscriptSegment, Video
@@ -790,9 +790,7 @@ def main() -> None:
         started = time.perf_counter()
         extract_audio(video.path, wav)
         extract_s = time.perf_counter() - started
-        report(
-            f"audio extraction alone (reelflow.media.extract_audio, 16 kHz mono): {extract_s:.2f} s"
-        )
+        report(f"audio extraction alone (ffmpeg.extract_audio, 16 kHz mono): {extract_s:.2f} s")
         with (
             throwaway_postgres("reelflow_ingest_bench") as postgres,
             throwaway_temporal() as temporal,

@@ -11,7 +11,7 @@ What it does, all in one run so every ratio compares figures taken under the sam
    sizes). The migration's HNSW index is dropped before the load and rebuilt from its own
    definition afterwards, so the build is timed exactly as the migration declares it.
 3. Exact top-10 by brute force in numpy: the ground truth for recall.
-4. The production query path, `reelflow.search.search_chunks` (tenant-scoped
+4. The production query path, `reelflow.search.vectors.search_chunks` (tenant-scoped
    ``ORDER BY embedding <=> q LIMIT k`` with the ef_search and iterative-scan settings it
    applies), timed per call, against the same call with index scans disabled (an exact
    scan in PostgreSQL: the same-run latency baseline).
@@ -42,11 +42,11 @@ from pgvector.psycopg import register_vector
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import reelflow.search as search_module
-from reelflow.db import SessionFactory, create_engine, session_factory
-from reelflow.embedding import LocalMiniLMEmbedder
-from reelflow.migrate import upgrade_database
-from reelflow.search import search_chunks
+import reelflow.search.vectors as search_module
+from reelflow.core.db import SessionFactory, create_engine, session_factory
+from reelflow.core.migrate import upgrade_database
+from reelflow.search.embedding import LocalMiniLMEmbedder
+from reelflow.search.vectors import search_chunks
 from schemas.tables import EMBEDDING_DIMENSIONS
 from tests.benchmarks.common import (
     machine,
@@ -265,7 +265,7 @@ def load(conninfo: str, data: Dataset, maintenance_work_mem: str) -> tuple[LoadS
 
 
 def production_iterative_mode() -> str:
-    """The iterative-scan mode `reelflow.search` sets, read from its statement."""
+    """The iterative-scan mode `reelflow.search.vectors` sets, read from its statement."""
     match = _ITERATIVE_IN_SEARCH.search(str(search_module._TUNE_SCAN.text))
     return match.group(1) if match else "not set"
 
@@ -284,7 +284,7 @@ def search_knobs(ef_search: int | None = None, iterative_scan: str | None = None
         if iterative_scan is not None:
             sql = str(saved_tune.text)
             if not _ITERATIVE_IN_SEARCH.search(sql):
-                raise RuntimeError("reelflow.search no longer sets hnsw.iterative_scan")
+                raise RuntimeError("reelflow.search.vectors no longer sets hnsw.iterative_scan")
             search_module._TUNE_SCAN = text(
                 _ITERATIVE_IN_SEARCH.sub(
                     f"set_config('hnsw.iterative_scan', '{iterative_scan}'", sql
@@ -531,7 +531,7 @@ async def search_phase(
         mode_default = production_iterative_mode()
         report()
         report(
-            f"production path: reelflow.search.search_chunks (ef_search={ef_default},"
+            f"production path: reelflow.search.vectors.search_chunks (ef_search={ef_default},"
             f" iterative_scan={mode_default}), tenant-scoped, k={K},"
             f" {data.queries.shape[0]} queries, one transaction per query"
         )

@@ -21,13 +21,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
-from reelflow.answerers import Answerer, AnthropicAnswerer, build_anthropic_client
-from reelflow.chunking import ChunkSizes, TimedText, build_chunks
-from reelflow.db import session_factory
-from reelflow.embedding import Embedder
-from reelflow.settings import Settings
-from reelflow.storage import LocalStorage
-from reelflow.tenants import create_tenant
+from reelflow.chat.answerers import Answerer, AnthropicAnswerer, build_anthropic_client
+from reelflow.core.db import session_factory
+from reelflow.core.settings import Settings
+from reelflow.core.storage import LocalStorage
+from reelflow.core.tenants import create_tenant
+from reelflow.ingest.chunking import ChunkSizes, TimedText, build_chunks
+from reelflow.search.embedding import Embedder
 from schemas.tables import Chunk, LedgerEntry, TranscriptSegment, Video
 from tests.support import free_port
 

@@ -14,10 +14,10 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reelflow.db import create_engine
-from reelflow.embedding import LocalMiniLMEmbedder
-from reelflow.migrate import upgrade_database
-from tests.answerers.servers import FakeLLMServer
+from reelflow.core.db import create_engine
+from reelflow.core.migrate import upgrade_database
+from reelflow.search.embedding import LocalMiniLMEmbedder
+from tests.chat.answerers.servers import FakeLLMServer
 from tests.chat.chat_support import AppFactory, Tenant, new_tenant
 
 

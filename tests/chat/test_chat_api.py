@@ -1,7 +1,7 @@
 """`POST /v1/chat` as JSON and the session reads, through the real app and database.
 
 The paid path is Claude through the official anthropic SDK, talking to a local server that
-speaks the Messages streaming format (tests/answerers/servers.py); the default path is the
+speaks the Messages streaming format (tests/chat/answerers/servers.py); the default path is the
 offline answerer. Retrieval uses the real local embedder on real pgvector.
 """
 
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reelflow.answerers import (
+from reelflow.chat.answerers import (
     NOTHING_INDEXED,
     OFFLINE_NOTICE,
     SYSTEM_PROMPT,
@@ -25,18 +25,18 @@ from reelflow.answerers import (
     build_openai_chat_client,
     format_timestamp,
 )
-from reelflow.chat import (
+from reelflow.chat.service import (
     record_answer_usage,
     record_query_embedding,
     refresh_message_usage,
     session_title,
 )
-from reelflow.db import session_factory
-from reelflow.embedding import LocalMiniLMEmbedder
-from reelflow.settings import Settings, SettingsError
+from reelflow.core.db import session_factory
+from reelflow.core.settings import Settings, SettingsError
+from reelflow.search.embedding import LocalMiniLMEmbedder
 from schemas.tables import Chunk
-from tests.answerers.servers import FakeLLMServer, anthropic_error, anthropic_stream
 from tests.api.api_support import assert_error
+from tests.chat.answerers.servers import FakeLLMServer, anthropic_error, anthropic_stream
 from tests.chat.chat_support import (
     HAIKU,
     AppFactory,

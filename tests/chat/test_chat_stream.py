@@ -15,11 +15,11 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reelflow.answerers import OFFLINE_NOTICE, estimate_tokens
-from reelflow.db import session_factory
-from reelflow.embedding import LocalMiniLMEmbedder
+from reelflow.chat.answerers import OFFLINE_NOTICE, estimate_tokens
+from reelflow.core.db import session_factory
+from reelflow.search.embedding import LocalMiniLMEmbedder
 from schemas.chat_tables import ChatMessage
-from tests.answerers.servers import (
+from tests.chat.answerers.servers import (
     SSE,
     FakeLLMServer,
     Hold,

@@ -6,8 +6,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reelflow.chunking import TimedText
-from reelflow.citations import (
+from reelflow.chat.citations import (
     Reference,
     cited_refs,
     normalize,
@@ -15,8 +14,9 @@ from reelflow.citations import (
     supported,
     verify_references,
 )
-from reelflow.db import session_factory
-from reelflow.embedding import LocalMiniLMEmbedder
+from reelflow.core.db import session_factory
+from reelflow.ingest.chunking import TimedText
+from reelflow.search.embedding import LocalMiniLMEmbedder
 from tests.chat.chat_support import Tenant, index_transcript, timed_lines
 
 SEGMENTS = [

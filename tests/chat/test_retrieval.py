@@ -9,9 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from reelflow.db import session_factory
-from reelflow.embedding import EmbeddingBatch, LocalMiniLMEmbedder
-from reelflow.retrieval import (
+from reelflow.chat.retrieval import (
     MAX_PASSAGES,
     Retrieval,
     RetrievalCache,
@@ -21,6 +19,8 @@ from reelflow.retrieval import (
     fill_budget,
     passage_tokens,
 )
+from reelflow.core.db import session_factory
+from reelflow.search.embedding import EmbeddingBatch, LocalMiniLMEmbedder
 from tests.chat.chat_support import Tenant, add_unindexed_video, index_transcript, now, timed_lines
 
 BREAD = [

@@ -24,12 +24,12 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from reelflow.db import create_engine, session_factory
-from reelflow.embedding import Embedder
-from reelflow.migrate import upgrade_database
-from reelflow.retrieval import RetrievalScope, Retriever
-from reelflow.samples import SpeechVideo, make_speech_video
-from reelflow.tenants import create_tenant
+from reelflow.chat.retrieval import RetrievalScope, Retriever
+from reelflow.core.db import create_engine, session_factory
+from reelflow.core.migrate import upgrade_database
+from reelflow.core.tenants import create_tenant
+from reelflow.dev.samples import SpeechVideo, make_speech_video
+from reelflow.search.embedding import Embedder
 from schemas.ingest import VideoStatus
 from tests.chat.chat_support import AppFactory
 from tests.e2e.conftest import Pipeline, pipeline_settings

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from reelflow.db import create_engine, session_factory
-from reelflow.migrate import upgrade_database
-from reelflow.tenants import tenant_for_api_key
+from reelflow.core.db import create_engine, session_factory
+from reelflow.core.migrate import upgrade_database
+from reelflow.core.tenants import tenant_for_api_key
 
 
 def reelflow(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:

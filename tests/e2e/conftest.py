@@ -16,11 +16,11 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from reelflow.db import SessionFactory, create_engine, session_factory
-from reelflow.migrate import upgrade_database
-from reelflow.samples import SpeechVideo, make_speech_video
-from reelflow.settings import Settings
-from reelflow.tenants import create_tenant
+from reelflow.core.db import SessionFactory, create_engine, session_factory
+from reelflow.core.migrate import upgrade_database
+from reelflow.core.settings import Settings
+from reelflow.core.tenants import create_tenant
+from reelflow.dev.samples import SpeechVideo, make_speech_video
 
 SENTENCES = (
     "Good morning and welcome to the kitchen, today we bake bread together.",

@@ -18,9 +18,9 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
-from reelflow.db import create_engine
-from reelflow.samples import SpeechVideo
-from reelflow.storage import LocalStorage
+from reelflow.core.db import create_engine
+from reelflow.core.storage import LocalStorage
+from reelflow.dev.samples import SpeechVideo
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_ingest_pipeline import running_workers
 
@@ -36,7 +36,7 @@ async def api_engine(pipeline: Pipeline) -> AsyncIterator[AsyncEngine]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def api_key(pipeline: Pipeline) -> str:
-    from reelflow.tenants import create_tenant
+    from reelflow.core.tenants import create_tenant
 
     async with pipeline.sessions.begin() as session:
         created = await create_tenant(session, name=f"api-{uuid.uuid4().hex[:6]}")

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from reelflow.db import create_engine, session_factory
-from reelflow.storage import LocalStorage
-from reelflow.tenants import create_tenant
+from reelflow.core.db import create_engine, session_factory
+from reelflow.core.storage import LocalStorage
+from reelflow.core.tenants import create_tenant
 from schemas.tables import LedgerEntry
 from tests.api.api_support import BagOfWordsEmbedder
 from tests.e2e.conftest import Pipeline, pipeline_settings

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import func, select
 from temporalio.client import WorkflowFailureError
 
-from reelflow.runs import retry_run, start_ingest
-from reelflow.samples import SpeechVideo, make_silent_video
-from reelflow.search import search_chunks
-from reelflow.storage import LocalStorage
+from reelflow.core.runs import retry_run, start_ingest
+from reelflow.core.storage import LocalStorage
+from reelflow.dev.samples import SpeechVideo, make_silent_video
+from reelflow.search.vectors import search_chunks
 from schemas.ingest import IngestResult, VideoStatus
 from schemas.queues import POOLS, TaskQueues
 from schemas.tables import Chunk, LedgerEntry, TranscriptSegment, Video

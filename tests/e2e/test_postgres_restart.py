@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from reelflow.devstack import EmbeddedPostgres
-from reelflow.runs import start_ingest
-from reelflow.samples import SpeechVideo
+from reelflow.core.runs import start_ingest
+from reelflow.dev.samples import SpeechVideo
+from reelflow.dev.stack import EmbeddedPostgres
 from schemas.ingest import VideoStatus
 from schemas.queues import TaskQueues
 from tests.e2e.conftest import Pipeline

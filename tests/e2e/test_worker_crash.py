@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 from temporalio.testing import WorkflowEnvironment
 
-from reelflow.runs import start_ingest
-from reelflow.samples import SpeechVideo, make_speech_video
+from reelflow.core.runs import start_ingest
+from reelflow.dev.samples import SpeechVideo, make_speech_video
 from schemas.ingest import VideoStatus
 from schemas.queues import TaskQueues
 from schemas.tables import Chunk, LedgerEntry, TranscriptWindow

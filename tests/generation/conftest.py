@@ -8,7 +8,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from reelflow.generation import render_video
+from reelflow.generation.capabilities import render_video
 from tests.generation.sora_server import FakeSoraServer
 
 

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from reelflow.generation import GenerationJobRequest
+from reelflow.generation.capabilities import GenerationJobRequest
 
 PROMPT = "A cat surfs a 100% {perfect} wave: it's 'rad'; drawtext=x \\ [done] %{pts}"
 """A prompt full of filtergraph and drawtext metacharacters: it must render as text."""

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from reelflow.generation import (
+from reelflow.generation.capabilities import (
     CAPABILITIES,
     PROVIDERS,
     GenerationJobRequest,

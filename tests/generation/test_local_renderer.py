@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from reelflow.generation import (
+from reelflow.core.provider_errors import ProviderPermanentError
+from reelflow.generation.capabilities import (
     LocalRenderer,
     LocalRendererFaults,
     UnsupportedRequest,
     VideoProvider,
 )
-from reelflow.provider_errors import ProviderPermanentError
-from reelflow.video_validation import ExpectedVideo, ValidationReport, validate_video
+from reelflow.media.validation import ExpectedVideo, ValidationReport, validate_video
 from tests.generation.helpers import PROMPT, job_request
 
 MAX_BYTES = 50 * 1024 * 1024
@@ -92,7 +92,7 @@ def test_prompt_is_drawn_as_text_not_parsed(
     # PROMPT holds ':', ';', '%{...}', quotes and backslashes: drawtext must show it, not
     # fail and fall back to a video without the caption.
     outputs = []
-    with caplog.at_level(logging.WARNING, logger="reelflow.generation"):
+    with caplog.at_level(logging.WARNING, logger="reelflow.generation.capabilities"):
         for name, prompt in (("nasty", PROMPT), ("plain", "Another prompt")):
             renderer = LocalRenderer(tmp_path / name, fps=12)
             job_id = renderer.submit(job_request(prompt=prompt))

@@ -8,11 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reelflow.generation import UnsupportedRequest, VideoProvider
-from reelflow.generations import build_provider_registry
-from reelflow.provider_errors import ProviderPermanentError, ProviderTransientError
-from reelflow.runway import RunwayProvider
-from reelflow.settings import Settings
+from reelflow.core.provider_errors import ProviderPermanentError, ProviderTransientError
+from reelflow.core.settings import Settings
+from reelflow.generation.capabilities import UnsupportedRequest, VideoProvider
+from reelflow.generation.providers.runway import RunwayProvider
+from reelflow.generation.routing import build_provider_registry
 from tests.generation.fake_http import Answer, FakeHTTPServer, Recorded
 from tests.generation.helpers import job_request
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import openai
 import pytest
 
-from reelflow.generation import (
+from reelflow.core.provider_errors import ProviderPermanentError, ProviderTransientError
+from reelflow.generation.capabilities import (
     GenerationJobRequest,
     SoraProvider,
     UnsupportedRequest,
     VideoProvider,
 )
-from reelflow.provider_errors import ProviderPermanentError, ProviderTransientError
-from reelflow.video_validation import ExpectedVideo, validate_video
+from reelflow.media.validation import ExpectedVideo, validate_video
 from tests.generation.helpers import job_request
 from tests.generation.sora_server import FakeSoraServer, ScriptedResponse, openai_error
 

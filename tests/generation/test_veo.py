@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from reelflow.generation import UnsupportedRequest, VideoProvider
-from reelflow.provider_errors import ProviderPermanentError, ProviderTransientError
-from reelflow.veo import VeoProvider, build_veo_client
+from reelflow.core.provider_errors import ProviderPermanentError, ProviderTransientError
+from reelflow.generation.capabilities import UnsupportedRequest, VideoProvider
+from reelflow.generation.providers.veo import VeoProvider, build_veo_client
 from tests.generation.fake_http import Answer, FakeHTTPServer, Recorded
 from tests.generation.helpers import job_request
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reelflow.video_validation import (
+from reelflow.media.validation import (
     ExpectedVideo,
     first_non_black_thumbnail,
     frame_size,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reelflow.media import MediaLimits
-from reelflow.samples import SpeechVideo, make_silent_video, make_speech_video
+from reelflow.dev.samples import SpeechVideo, make_silent_video, make_speech_video
+from reelflow.media.ffmpeg import MediaLimits
 from tests.media.media_helpers import SENTENCES
 
 

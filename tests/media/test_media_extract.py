@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from reelflow.media import (
+from reelflow.dev.samples import SpeechVideo
+from reelflow.media.ffmpeg import (
     MediaRejected,
     extract_audio,
     extract_thumbnail,
     read_wav_segment,
     wav_duration,
 )
-from reelflow.samples import SpeechVideo
 from tests.media.media_helpers import ffmpeg, gray_frame, mean
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from reelflow.media import MediaLimits, MediaRejected, extract_thumbnail, probe_video
-from reelflow.samples import SpeechVideo
-from reelflow.settings import Settings
+from reelflow.core.settings import Settings
+from reelflow.dev.samples import SpeechVideo
+from reelflow.media.ffmpeg import MediaLimits, MediaRejected, extract_thumbnail, probe_video
 from tests.media.media_helpers import encode_clip, ffmpeg, gray_frame, rotate_mp4_90
 
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from reelflow.media import plan_segments
+from reelflow.media.ffmpeg import plan_segments
 
 
 def test_nothing_to_plan() -> None:

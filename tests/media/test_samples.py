@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reelflow.media import MediaLimits, extract_audio, probe_video, wav_duration
-from reelflow.samples import SpeechVideo, make_long_speech_video, make_speech_video
+from reelflow.dev.samples import SpeechVideo, make_long_speech_video, make_speech_video
+from reelflow.media.ffmpeg import MediaLimits, extract_audio, probe_video, wav_duration
 from tests.media.media_helpers import SENTENCES, gray_frame
 
 

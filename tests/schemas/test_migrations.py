@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from reelflow.migrate import alembic_config, upgrade_database
+from reelflow.core.migrate import alembic_config, upgrade_database
 from schemas.tables import Base
 
 

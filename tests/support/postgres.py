@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from reelflow.devstack import POSTGRES_SUPERUSER, DevStackError, EmbeddedPostgres, ensure_database
+from reelflow.dev.stack import POSTGRES_SUPERUSER, DevStackError, EmbeddedPostgres, ensure_database
 
 
 def libpq_url(sqlalchemy_url: str) -> str:

@@ -11,7 +11,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from reelflow.devstack import (
+from reelflow.dev.stack import (
     SEARCH_ATTRIBUTES,
     find_executable,
     indexed_value_types,
