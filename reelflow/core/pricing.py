@@ -59,6 +59,8 @@ _BY_KEY = {(p.provider, p.operation, p.model): p for p in _PRICES}
 class UnknownPrice(LookupError):
     """A paid call has no price: refuse rather than record it as free."""
 
+    code = "price_unknown"
+
 
 def price_for(provider: str, operation: str, model: str) -> Price:
     """The price of a provider call; local providers are free by definition.

@@ -45,9 +45,13 @@ class ProviderError(Exception):
 class ProviderTransientError(ProviderError):
     """The call may succeed if repeated later: 408/409/429, 5xx, timeout, connection error."""
 
+    code = "provider_unavailable"
+
 
 class ProviderPermanentError(ProviderError):
     """Repeating the same call will fail the same way: 400/401/403/404/413/422 and the like."""
+
+    code = "provider_rejected"
 
 
 def _retry_after_seconds(response_headers: object) -> float | None:

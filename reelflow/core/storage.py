@@ -71,6 +71,8 @@ class InvalidKey(StorageError, ValueError):
 class ObjectNotFound(StorageError, KeyError):
     """No object exists under the key."""
 
+    code = "object_not_found"
+
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key = key

@@ -145,6 +145,8 @@ class UnsupportedRequest(ValueError):
         message: A sentence naming the allowed values.
     """
 
+    code = "unsupported_request"
+
     def __init__(
         self, field: str, value: object, allowed: Sequence[object], subject: str = ""
     ) -> None:
@@ -170,6 +172,8 @@ class NoRouteAvailable(ValueError):
     Attributes:
         reasons: Why each candidate was left out, one sentence each.
     """
+
+    code = "no_provider_available"
 
     def __init__(self, reasons: Sequence[str]) -> None:
         super().__init__(tuple(reasons))

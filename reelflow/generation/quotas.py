@@ -82,18 +82,24 @@ def plan_named(name: str) -> Plan:
     """The plan called `name`.
 
     Raises:
-        ValueError: Unknown plan.
+        UnknownPlan: no plan has that name.
     """
     try:
         return PLANS[name]
     except KeyError:
-        raise ValueError(f"unknown plan {name!r}; choose one of {', '.join(PLANS)}") from None
+        raise UnknownPlan(f"unknown plan {name!r}; choose one of {', '.join(PLANS)}") from None
 
 
 def period_of(moment: datetime) -> str:
     """The billing period of a moment: its calendar month in UTC, e.g. ``"2026-11"``."""
     utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     return f"{utc.year:04d}-{utc.month:02d}"
+
+
+class UnknownPlan(ValueError):
+    """A tenant or request names a plan that does not exist."""
+
+    code = "plan_unknown"
 
 
 class QuotaExceeded(Exception):
