@@ -7,10 +7,11 @@ from decimal import Decimal
 
 from sqlalchemy import func, select, update
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from reelflow.core.db import SessionFactory
+from reelflow.core.errors import DomainError
 from reelflow.core.settings import Settings
+from schemas.failures import FailureCode
 from schemas.ingest import (
     IngestPlan,
     IngestPlanInput,
@@ -18,6 +19,7 @@ from schemas.ingest import (
     VideoStateOutput,
     VideoStatus,
 )
+from schemas.ingest_activities import LOAD_INGEST_PLAN, SET_VIDEO_STATE
 from schemas.tables import Chunk, LedgerEntry, TranscriptWindow, Video
 
 
@@ -29,7 +31,7 @@ class CatalogActivities:
         self._settings = settings
         self._embedding_model = embedding_model
 
-    @activity.defn
+    @activity.defn(name=LOAD_INGEST_PLAN.name)
     async def load_ingest_plan(self, input: IngestPlanInput) -> IngestPlan:
         """The video as stored and what earlier runs finished, so a run can resume."""
         video_id = uuid.UUID(input.video_id)
@@ -40,10 +42,8 @@ class CatalogActivities:
                 )
             )
             if video is None:
-                raise ApplicationError(
-                    f"video {input.video_id} does not exist",
-                    type="VideoNotFound",
-                    non_retryable=True,
+                raise DomainError(
+                    FailureCode.VIDEO_NOT_FOUND, f"video {input.video_id} does not exist"
                 )
             windows = (
                 await session.scalars(
@@ -85,7 +85,7 @@ class CatalogActivities:
             cost_usd_so_far=float(spent or Decimal(0)),
         )
 
-    @activity.defn
+    @activity.defn(name=SET_VIDEO_STATE.name)
     async def set_video_state(self, input: VideoStateInput) -> VideoStateOutput:
         """Record status, stage and progress where the API reads them."""
         values: dict[str, object] = {

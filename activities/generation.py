@@ -20,7 +20,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,24 +29,21 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities._support import materialize, run_blocking
 from reelflow.core.db import SessionFactory
+from reelflow.core.errors import DomainError
 from reelflow.core.ledger import Usage, record_usage
 from reelflow.core.pricing import generation_price_model
 from reelflow.core.provider_errors import ProviderPermanentError, ProviderTransientError
 from reelflow.core.settings import Settings
 from reelflow.core.storage import Storage
 from reelflow.generation import quotas
-from reelflow.generation.capabilities import (
-    GenerationJobRequest,
-    NoRouteAvailable,
-    UnsupportedRequest,
-    VideoProvider,
-)
+from reelflow.generation.capabilities import UnsupportedRequest
+from reelflow.generation.providers.base import GenerationJobRequest, VideoProvider
 from reelflow.generation.routing import (
     GenerationSpec,
+    NoRouteAvailable,
     ProviderRegistry,
     approval_reasons,
     ledger_cost,
@@ -55,6 +52,7 @@ from reelflow.generation.routing import (
 )
 from reelflow.media import ffmpeg as media
 from reelflow.media.validation import ExpectedVideo, first_non_black_thumbnail, validate_video
+from schemas.failures import FailureCode
 from schemas.generation import (
     ApprovalState,
     AttemptOutcome,
@@ -82,6 +80,16 @@ from schemas.generation import (
     generated_video_id,
     ledger_key,
 )
+from schemas.generation_activities import (
+    CANCEL_GENERATION_JOB,
+    DOWNLOAD_GENERATION_OUTPUT,
+    FINALIZE_GENERATION,
+    POLL_GENERATION_JOB,
+    PREPARE_GENERATION,
+    RELEASE_GENERATION,
+    SUBMIT_GENERATION_JOB,
+    VALIDATE_GENERATION_OUTPUT,
+)
 from schemas.generation_tables import Generation, GenerationAttempt
 from schemas.tables import Tenant, Video
 
@@ -92,23 +100,22 @@ T = TypeVar("T")
 _TITLE_CHARS = 120
 
 
-def not_found(generation_id: str) -> ApplicationError:
-    return ApplicationError(
-        f"generation {generation_id} does not exist",
-        type="generation_not_found",
-        non_retryable=True,
+def not_found(generation_id: str) -> DomainError:
+    return DomainError(
+        FailureCode.GENERATION_NOT_FOUND, f"generation {generation_id} does not exist"
     )
 
 
-def _transient(exc: ProviderTransientError, what: str) -> ApplicationError:
+def _transient(exc: ProviderTransientError, what: str) -> DomainError:
     """A retryable failure; a provider's Retry-After becomes the next retry's delay."""
-    delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s else None
-    return ApplicationError(f"{what}: {exc}", type="provider_unavailable", next_retry_delay=delay)
+    return DomainError(
+        FailureCode.PROVIDER_UNAVAILABLE, f"{what}: {exc}", retry_after_s=exc.retry_after_s
+    )
 
 
-def _rejected(exc: Exception, what: str) -> ApplicationError:
+def _rejected(exc: Exception, what: str) -> DomainError:
     """A permanent refusal: the same call would fail the same way."""
-    return ApplicationError(f"{what}: {exc}", type="provider_rejected", non_retryable=True)
+    return DomainError(FailureCode.PROVIDER_REJECTED, f"{what}: {exc}")
 
 
 def _video_prefix(tenant_id: str, generation_id: str) -> str:
@@ -177,7 +184,7 @@ class GenerationCatalogActivities:
         self._settings = settings
         self._registry = registry
 
-    @activity.defn
+    @activity.defn(name=PREPARE_GENERATION.name)
     async def prepare_generation(self, input: PrepareGenerationInput) -> GenerationPlan:
         """Check the request against the providers, estimate it and reserve its quota.
 
@@ -200,14 +207,8 @@ class GenerationCatalogActivities:
             )
             try:
                 route = plan_route(self._registry, spec)
-            except UnsupportedRequest as exc:
-                raise ApplicationError(
-                    exc.message, type="unsupported_request", non_retryable=True
-                ) from None
-            except NoRouteAvailable as exc:
-                raise ApplicationError(
-                    str(exc), type="no_provider_available", non_retryable=True
-                ) from None
+            except (UnsupportedRequest, NoRouteAvailable):
+                raise  # the request was admitted by the API; a changed table refuses it now
             estimate = route.estimated_cost_usd
             try:
                 reservation = await quotas.reserve(
@@ -219,10 +220,8 @@ class GenerationCatalogActivities:
                     cost_usd=estimate,
                     now=datetime.now(UTC),
                 )
-            except quotas.QuotaExceeded as exc:
-                raise ApplicationError(
-                    exc.message, type="quota_exceeded", non_retryable=True
-                ) from None
+            except quotas.QuotaExceeded:
+                raise  # the month's quota filled up while the request waited
             reasons = approval_reasons(
                 estimate, row.max_cost_usd, reservation.budget_left_usd, plan.name
             )
@@ -265,7 +264,7 @@ class GenerationCatalogActivities:
             first_attempt=int(last_attempt or 0) + 1,
         )
 
-    @activity.defn
+    @activity.defn(name=FINALIZE_GENERATION.name)
     async def finalize_generation(self, input: FinalizeGenerationInput) -> FinalizeGenerationOutput:
         """Store the passing attempt as a video asset, settle its cost and commit the quota.
 
@@ -320,7 +319,7 @@ class GenerationCatalogActivities:
             await quotas.commit(session, generation_id=row.id, cost_usd=cost)
         return FinalizeGenerationOutput(video_id=str(video_id), cost_usd=float(cost))
 
-    @activity.defn
+    @activity.defn(name=RELEASE_GENERATION.name)
     async def release_generation(self, input: ReleaseGenerationInput) -> ReleaseGenerationOutput:
         """End a generation without a video (failed, canceled, rejected) and free its quota.
 
@@ -365,7 +364,13 @@ def _title(prompt: str) -> str:
 
 
 class GenerationProviderActivities:
-    """Provider job calls; one instance per pool, each on that pool's executor."""
+    """Provider job calls; one instance per pool, each on that pool's executor.
+
+    Args:
+        host_queue: for the instance whose jobs live on this host's disk (the local
+            renderer on a media host), the queue only this host polls; submit returns it
+            so the job's polls, download and cancel come back here.
+    """
 
     def __init__(
         self,
@@ -375,12 +380,14 @@ class GenerationProviderActivities:
         registry: ProviderRegistry,
         scratch_dir: Path,
         executor: Executor,
+        host_queue: str | None = None,
     ) -> None:
         self._sessions = sessions
         self._storage = storage
         self._registry = registry
         self._scratch = scratch_dir
         self._executor = executor
+        self._host_queue = host_queue
 
     def _provider(self, provider: str, model: str) -> VideoProvider:
         try:
@@ -388,9 +395,7 @@ class GenerationProviderActivities:
         except UnsupportedRequest as exc:
             # A worker configured without this provider cannot help; another might, but a
             # deployment is configured as a whole, so this is permanent.
-            raise ApplicationError(
-                exc.message, type="provider_unavailable_here", non_retryable=True
-            ) from None
+            raise DomainError(FailureCode.PROVIDER_UNAVAILABLE_HERE, exc.message) from None
 
     async def _call(self, fn: Callable[[], T], step: str) -> T:
         return await run_blocking(self._executor, fn, heartbeat_details=step)
@@ -404,7 +409,7 @@ class GenerationProviderActivities:
         async with self._sessions.begin() as session:
             await _set_attempt(session, generation_id, attempt, **values)
 
-    @activity.defn
+    @activity.defn(name=SUBMIT_GENERATION_JOB.name)
     async def submit_generation_job(self, input: SubmitJobInput) -> SubmitJobOutput:
         """Submit one attempt and write its job id before returning.
 
@@ -418,7 +423,7 @@ class GenerationProviderActivities:
             row = await _generation(session, input.tenant_id, input.generation_id)
             existing = await session.get(GenerationAttempt, (generation_id, input.attempt))
             if existing is not None and existing.provider_job_id:
-                return SubmitJobOutput(job_id=existing.provider_job_id)
+                return SubmitJobOutput(job_id=existing.provider_job_id, task_queue=self._host_queue)
             await session.execute(
                 insert(GenerationAttempt)
                 .values(
@@ -486,9 +491,9 @@ class GenerationProviderActivities:
         activity.logger.info(
             "generation %s attempt %d is job %s", generation_id, input.attempt, job_id
         )
-        return SubmitJobOutput(job_id=job_id)
+        return SubmitJobOutput(job_id=job_id, task_queue=self._host_queue)
 
-    @activity.defn
+    @activity.defn(name=POLL_GENERATION_JOB.name)
     async def poll_generation_job(self, input: PollJobInput) -> PollJobOutput:
         """Ask the provider for the job's state; a succeeded job gets its ledger row here."""
         provider = self._provider(input.provider, input.model)
@@ -539,7 +544,7 @@ class GenerationProviderActivities:
             state=status.state, progress=status.progress, error=status.error, cost_usd=float(cost)
         )
 
-    @activity.defn
+    @activity.defn(name=DOWNLOAD_GENERATION_OUTPUT.name)
     async def download_generation_output(self, input: DownloadOutputInput) -> DownloadOutputOutput:
         """Fetch the job's file into storage, whatever it is (validation judges it)."""
         provider = self._provider(input.provider, input.model)
@@ -570,7 +575,7 @@ class GenerationProviderActivities:
             )
         return DownloadOutputOutput(output_key=key, size_bytes=size)
 
-    @activity.defn
+    @activity.defn(name=CANCEL_GENERATION_JOB.name)
     async def cancel_generation_job(self, input: CancelJobInput) -> CancelJobOutput:
         """Stop the provider job if the provider can; record the attempt as canceled."""
         provider = self._provider(input.provider, input.model)
@@ -613,7 +618,7 @@ class GenerationMediaActivities:
         self._scratch = scratch_dir
         self._executor = executor
 
-    @activity.defn
+    @activity.defn(name=VALIDATE_GENERATION_OUTPUT.name)
     async def validate_generation_output(self, input: ValidateOutputInput) -> ValidateOutputOutput:
         """Check the file against the request; a passing one gets its thumbnail stored.
 

@@ -10,15 +10,19 @@ from pathlib import Path, PurePosixPath
 
 from sqlalchemy import update
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities._support import run_blocking
+from activities._support import (
+    previous_progress,
+    record_progress,
+    resumable_part,
+    run_blocking,
+)
 from reelflow.core.db import SessionFactory
-from reelflow.core.netguard import UrlNotAllowed
 from reelflow.core.settings import Settings
 from reelflow.core.storage import Storage
-from reelflow.ingest.url_import import ImportFailed, download_url
+from reelflow.ingest.url_import import download_url
 from schemas.ingest import DownloadSourceInput, DownloadSourceOutput
+from schemas.ingest_activities import DOWNLOAD_SOURCE
 from schemas.tables import Video
 
 _ALLOWED_SUFFIXES = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"}
@@ -42,13 +46,28 @@ class ImportActivities:
         self._scratch = scratch_dir
         self._executor = executor
 
-    @activity.defn
+    @activity.defn(name=DOWNLOAD_SOURCE.name)
     async def download_source(self, input: DownloadSourceInput) -> DownloadSourceOutput:
         """Download the video behind `input.url` and store it as the asset's source."""
         video_id = uuid.UUID(input.video_id)
         base = f"tenants/{uuid.UUID(input.tenant_id)}/videos/{video_id}"
 
+        # A retried attempt whose predecessor stored the file (and then failed, say on the
+        # database) does not download it again: its heartbeat names the key and size, and
+        # storage confirms both.
+        earlier = previous_progress()
+        claimed = earlier.get("source")
+        claimed_key = claimed.get("key") if isinstance(claimed, dict) else None
+        stored = (
+            resumable_part(self._storage, earlier, "source", claimed_key)
+            if isinstance(claimed_key, str)
+            and claimed_key in {f"{base}/source{suffix}" for suffix in _ALLOWED_SUFFIXES}
+            else None
+        )
+
         def download() -> tuple[str, int]:
+            if stored is not None:
+                return str(stored["key"]), int(stored["size_bytes"])
             self._scratch.mkdir(parents=True, exist_ok=True)
             workdir = Path(tempfile.mkdtemp(prefix="import-", dir=self._scratch))
             try:
@@ -56,20 +75,19 @@ class ImportActivities:
                 suffix = PurePosixPath(fetched.filename).suffix.lower()
                 key = f"{base}/source{suffix if suffix in _ALLOWED_SUFFIXES else '.mp4'}"
                 self._storage.put_file(key, fetched.path, content_type=fetched.content_type)
+                record_progress(source={"key": key, "size_bytes": fetched.size_bytes})
                 return key, fetched.size_bytes
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-        try:
-            key, size = await run_blocking(self._executor, download, heartbeat_details="download")
-        except UrlNotAllowed as exc:
-            if exc.retryable:  # a DNS hiccup, not a refusal
-                raise ApplicationError(str(exc), type="import_unavailable") from None
-            raise ApplicationError(str(exc), type="url_not_allowed", non_retryable=True) from None
-        except ImportFailed as exc:
-            if exc.retryable:  # network errors, timeouts, 5xx from the source
-                raise ApplicationError(str(exc), type="import_unavailable") from None
-            raise ApplicationError(str(exc), type="import_failed", non_retryable=True) from None
+        # A refused URL or a failed download is translated by the worker's interceptor:
+        # a DNS hiccup or a 5xx from the source is retried, a refusal is final.
+        key, size = await run_blocking(
+            self._executor,
+            download,
+            heartbeat_details="download",
+            progress={"source": stored} if stored is not None else None,
+        )
         async with self._sessions.begin() as session:
             await session.execute(
                 update(Video).where(Video.id == video_id).values(source_key=key, size_bytes=size)

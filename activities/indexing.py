@@ -26,6 +26,7 @@ from schemas.ingest import (
     EmbedChunksInput,
     EmbedChunksOutput,
 )
+from schemas.ingest_activities import CHUNK_TRANSCRIPT, EMBED_CHUNKS
 from schemas.tables import EMBEDDING_DIMENSIONS, Chunk, TranscriptSegment, Video
 
 _CHUNK_NAMESPACE = uuid.UUID("6f1c3c57-3a1e-4e55-9a53-1f1f5b0c9e01")
@@ -64,7 +65,7 @@ class IndexingActivities:
         self._sizes = chunk_sizes(settings, embedder)
         self._executor = executor
 
-    @activity.defn
+    @activity.defn(name=CHUNK_TRANSCRIPT.name)
     async def chunk_transcript(self, input: ChunkTranscriptInput) -> ChunkTranscriptOutput:
         """Replace the video's chunks with fresh ones cut from its transcript."""
         video_id = uuid.UUID(input.video_id)
@@ -110,7 +111,7 @@ class IndexingActivities:
             chunk_count=len(chunks), word_count=sum(c.word_count for c in chunks)
         )
 
-    @activity.defn
+    @activity.defn(name=EMBED_CHUNKS.name)
     async def embed_chunks(self, input: EmbedChunksInput) -> EmbedChunksOutput:
         """Embed the chunks in `[start_index, end_index)` not yet embedded with this model."""
         video_id = uuid.UUID(input.video_id)

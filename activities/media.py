@@ -9,20 +9,21 @@ from pathlib import Path, PurePosixPath
 
 from sqlalchemy import update
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities._support import materialize, run_blocking
+from activities._support import (
+    materialize,
+    previous_progress,
+    record_progress,
+    resumable_part,
+    run_blocking,
+)
 from reelflow.core.db import SessionFactory
 from reelflow.core.settings import Settings
 from reelflow.core.storage import Storage
 from reelflow.media import ffmpeg as media
 from schemas.ingest import ExtractMediaInput, ExtractMediaOutput, ProbeVideoInput, ProbeVideoOutput
+from schemas.ingest_activities import EXTRACT_MEDIA, PROBE_VIDEO
 from schemas.tables import Video
-
-
-def media_rejected(exc: media.MediaRejected) -> ApplicationError:
-    """A permanent, readable failure: the same file would be rejected again."""
-    return ApplicationError(exc.message, exc.code, type=exc.code, non_retryable=True)
 
 
 class MediaActivities:
@@ -48,7 +49,7 @@ class MediaActivities:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    @activity.defn
+    @activity.defn(name=PROBE_VIDEO.name)
     async def probe_video(self, input: ProbeVideoInput) -> ProbeVideoOutput:
         """Check the upload against the allow-lists and limits and record what it holds."""
         scratch = self._video_scratch(input.video_id)
@@ -57,10 +58,7 @@ class MediaActivities:
             source = materialize(self._storage, input.source_key, scratch)
             return media.probe_video(source, self._limits)
 
-        try:
-            report = await run_blocking(self._executor, probe, heartbeat_details="probe")
-        except media.MediaRejected as exc:
-            raise media_rejected(exc) from None
+        report = await run_blocking(self._executor, probe, heartbeat_details="probe")
         async with self._sessions.begin() as session:
             await session.execute(
                 update(Video)
@@ -87,7 +85,7 @@ class MediaActivities:
             size_bytes=report.size_bytes,
         )
 
-    @activity.defn
+    @activity.defn(name=EXTRACT_MEDIA.name)
     async def extract_media(self, input: ExtractMediaInput) -> ExtractMediaOutput:
         """Extract 16 kHz mono audio (when there is any) and a thumbnail into storage."""
         scratch = self._video_scratch(input.video_id)
@@ -95,26 +93,42 @@ class MediaActivities:
         audio_key = str(base / "audio.wav") if input.has_audio else None
         thumbnail_key = str(base / "thumbnail.jpg")
 
+        # A retried attempt skips what the last one stored (its heartbeat says so, and
+        # storage confirms the object and its size).
+        earlier = previous_progress()
+        done = {
+            part: found
+            for part, key in (("audio", audio_key), ("thumbnail", thumbnail_key))
+            if (found := resumable_part(self._storage, earlier, part, key)) is not None
+            and (part != "audio" or isinstance(found.get("seconds"), int | float))
+        }
+
         def extract() -> float:
             source = materialize(self._storage, input.source_key, scratch)
-            audio_seconds = 0.0
-            if audio_key is not None:
+            audio_seconds = float(done["audio"]["seconds"]) if "audio" in done else 0.0
+            if audio_key is not None and "audio" not in done:
                 wav = scratch / "audio.wav"
                 audio_seconds = media.extract_audio(source, wav)
+                size = wav.stat().st_size
                 self._storage.put_file(audio_key, wav, content_type="audio/wav")
+                record_progress(
+                    audio={"key": audio_key, "size_bytes": size, "seconds": audio_seconds}
+                )
                 # Keep the local copy where `materialize` looks, so transcription on this
                 # host skips a download.
                 cached = scratch / audio_key.replace("/", "__")
                 shutil.move(wav, cached)
-            thumbnail = scratch / "thumbnail.jpg"
-            media.extract_thumbnail(source, thumbnail, at_s=min(1.0, input.duration_s / 3))
-            self._storage.put_file(thumbnail_key, thumbnail, content_type="image/jpeg")
+            if "thumbnail" not in done:
+                thumbnail = scratch / "thumbnail.jpg"
+                media.extract_thumbnail(source, thumbnail, at_s=min(1.0, input.duration_s / 3))
+                size = thumbnail.stat().st_size
+                self._storage.put_file(thumbnail_key, thumbnail, content_type="image/jpeg")
+                record_progress(thumbnail={"key": thumbnail_key, "size_bytes": size})
             return audio_seconds
 
-        try:
-            audio_seconds = await run_blocking(self._executor, extract, heartbeat_details="extract")
-        except media.MediaRejected as exc:
-            raise media_rejected(exc) from None
+        audio_seconds = await run_blocking(
+            self._executor, extract, heartbeat_details="extract", progress=done
+        )
         async with self._sessions.begin() as session:
             await session.execute(
                 update(Video)

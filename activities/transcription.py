@@ -11,16 +11,18 @@ from pathlib import Path
 from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities._support import materialize, run_blocking
 from reelflow.core.db import SessionFactory
+from reelflow.core.errors import DomainError
 from reelflow.core.ledger import Usage, record_usage
 from reelflow.core.provider_errors import ProviderPermanentError
 from reelflow.core.storage import Storage
 from reelflow.ingest.transcription import Transcriber, Transcription
 from reelflow.media import ffmpeg as media
+from schemas.failures import FailureCode
 from schemas.ingest import TranscribeWindowInput, TranscribeWindowOutput
+from schemas.ingest_activities import TRANSCRIBE_WINDOW
 from schemas.tables import TranscriptSegment, TranscriptWindow
 
 
@@ -47,7 +49,7 @@ class TranscriptionActivities:
         self._scratch = scratch_dir
         self._executor = executor
 
-    @activity.defn
+    @activity.defn(name=TRANSCRIBE_WINDOW.name)
     async def transcribe_window(self, input: TranscribeWindowInput) -> TranscribeWindowOutput:
         """Transcribe `[start_s, end_s)`; segments and the ledger row commit together."""
         scratch = self._scratch / str(uuid.UUID(input.video_id))
@@ -69,10 +71,8 @@ class TranscriptionActivities:
                 self._executor, transcribe, heartbeat_details=f"window {input.window_index}"
             )
         except ProviderPermanentError as exc:
-            raise ApplicationError(
-                f"transcription was refused by the provider: {exc}",
-                type="ProviderPermanentError",
-                non_retryable=True,
+            raise DomainError(
+                FailureCode.PROVIDER_REJECTED, f"transcription was refused by the provider: {exc}"
             ) from None
 
         video_id = uuid.UUID(input.video_id)

@@ -49,6 +49,7 @@ class FailureCode(StrEnum):
     PROVIDER_UNAVAILABLE_HERE = "provider_unavailable_here"
     """The provider is not configured on this deployment (no key)."""
     NOT_AWAITING_APPROVAL = "not_awaiting_approval"
+    APPROVAL_REJECTED = "approval_rejected"
     APPROVAL_TIMED_OUT = "approval_timed_out"
     GENERATION_FAILED = "generation_failed"
     VALIDATION_FAILED = "validation_failed"
@@ -82,6 +83,14 @@ NON_RETRYABLE_ERROR_TYPES: tuple[str, ...] = tuple(
     code.value for code in FailureCode if code not in RETRYABLE_CODES
 )
 """What every retry policy lists as `non_retryable_error_types`."""
+
+
+_BY_VALUE = {code.value: code for code in FailureCode}
+
+
+def known_code(value: object) -> FailureCode | None:
+    """`value` as a failure code, or None when it is not one of ours."""
+    return _BY_VALUE.get(value) if isinstance(value, str) else None
 
 
 def is_retryable(code: str) -> bool:

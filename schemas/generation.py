@@ -140,6 +140,8 @@ class JobInFlight(BaseModel):
     submitted_at: datetime
     next_poll_s: float
     polls: int = 0
+    task_queue: str | None = None
+    """The host queue of a host-bound job; None sends its calls to the pool's shared queue."""
 
 
 class GenerationCursor(BaseModel):
@@ -235,6 +237,8 @@ class SubmitJobInput(BaseModel):
 
 class SubmitJobOutput(BaseModel):
     job_id: str
+    task_queue: str | None = None
+    """Set when the job lives on one host (the local renderer): its later calls go there."""
 
 
 class PollJobInput(BaseModel):

@@ -35,6 +35,15 @@ class TaskQueues:
         """The family of the queue a workflow runs on (deterministic: workflow code uses it)."""
         return cls.for_prefix(workflow_queue.removesuffix(f"-{_WORKFLOWS}"))
 
+    def host(self, host_id: str) -> str:
+        """The queue only one media host polls, for work that lives on that host's disk.
+
+        The local renderer keeps its jobs on the disk of the host that made them, so their
+        polls, downloads and cancels must reach that host and no other (as the samples'
+        worker-specific task queues do).
+        """
+        return f"{self.media}-host-{host_id}"
+
     def by_pool(self, pool: str) -> str:
         """`workflows`, `media` or `providers` → that queue's name."""
         return {_WORKFLOWS: self.workflows, _MEDIA: self.media, _PROVIDERS: self.providers}[pool]

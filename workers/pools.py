@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import re
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities._errors import FailureTranslationInterceptor
 from activities.catalog import CatalogActivities
 from activities.generation import (
     GenerationCatalogActivities,
@@ -47,6 +51,16 @@ from workflows.ingest import IngestWorkflow
 logger = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+
+
+def host_id_for(jobs_dir: Path) -> str:
+    """`<hostname>-<8 hex of the jobs path>`: the same after a restart, so jobs left on this
+    disk are found again, and different for two workers that keep separate disks."""
+    digest = hashlib.sha256(str(jobs_dir.resolve()).encode()).hexdigest()[:8]
+    host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-")[:40]
+    return f"{host or 'host'}-{digest}"
+
+
 """In-flight activities get this long to finish on SIGTERM; the rest are retried elsewhere."""
 
 
@@ -64,6 +78,13 @@ class WorkerDependencies:
     io_executor: ThreadPoolExecutor
     video_providers: ProviderRegistry | None = None
     """Video generation providers; None builds them from the settings (tests inject some)."""
+    host_id: str = field(default="")
+    """Names this host's own queue: stable across restarts, distinct for each disk that
+    holds local renderer jobs."""
+
+    def __post_init__(self) -> None:
+        if not self.host_id:
+            self.host_id = host_id_for(self.settings.resolved_generation_jobs_dir)
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerDependencies:
@@ -91,17 +112,58 @@ class WorkerDependencies:
         await self.engine.dispose()
 
 
+@dataclass(frozen=True)
+class QueueActivities:
+    """The activities one task queue serves in this process, and how many at once."""
+
+    task_queue: str
+    activities: list[Callable[..., Any]]
+    max_concurrent: int
+
+
 def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]) -> list[Worker]:
-    """One `Worker` per requested pool (`workflows`, `media`, `providers`)."""
+    """One `Worker` per task queue of the requested pools (`workflows`, `media`, `providers`).
+
+    Every activity worker translates failures into the failure vocabulary
+    (`activities/_errors.py`).
+    """
     unknown = set(pools) - set(POOLS)
     if unknown:
         raise ValueError(f"unknown pool(s) {sorted(unknown)}; choose from {', '.join(POOLS)}")
+    workers: list[Worker] = []
+    if "workflows" in pools:
+        workers.append(
+            Worker(
+                client,
+                task_queue=TaskQueues.for_prefix(deps.settings.task_queue_prefix).workflows,
+                workflows=[IngestWorkflow, GenerationWorkflow],
+                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            )
+        )
+    for queue in activities_by_queue(deps, pools):
+        workers.append(
+            Worker(
+                client,
+                task_queue=queue.task_queue,
+                activities=queue.activities,
+                max_concurrent_activities=queue.max_concurrent,
+                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+                interceptors=[FailureTranslationInterceptor()],
+            )
+        )
+    return workers
+
+
+def activities_by_queue(deps: WorkerDependencies, pools: Sequence[str]) -> list[QueueActivities]:
+    """Which activity implementations each task queue of `pools` serves, built once."""
     settings = deps.settings
     queues = TaskQueues.for_prefix(settings.task_queue_prefix)
     sessions = session_factory(deps.engine)
     video_providers = deps.video_providers or build_provider_registry(settings)
 
-    def provider_activities(executor: Executor) -> GenerationProviderActivities:
+    def provider_activities(
+        executor: Executor, host_queue: str | None = None
+    ) -> GenerationProviderActivities:
         # Both pools call providers: the local renderer (ffmpeg) on the media pool, remote
         # APIs on the I/O pool; the workflow picks the queue per provider.
         return GenerationProviderActivities(
@@ -110,6 +172,7 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
             registry=video_providers,
             scratch_dir=deps.scratch_dir / "generation",
             executor=executor,
+            host_queue=host_queue,
         )
 
     def model_activities(executor: Executor) -> tuple[TranscriptionActivities, IndexingActivities]:
@@ -127,26 +190,8 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
         )
         return transcription, indexing
 
-    def worker(queue: str, activities: Sequence[Callable[..., Any]], limit: int) -> Worker:
-        return Worker(
-            client,
-            task_queue=queue,
-            activities=activities,
-            max_concurrent_activities=limit,
-            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        )
-
-    workers: list[Worker] = []
+    served: list[QueueActivities] = []
     activities: list[Callable[..., Any]]
-    if "workflows" in pools:
-        workers.append(
-            Worker(
-                client,
-                task_queue=queues.workflows,
-                workflows=[IngestWorkflow, GenerationWorkflow],
-                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-            )
-        )
     if "media" in pools:
         media = MediaActivities(
             storage=deps.storage,
@@ -169,15 +214,21 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
             scratch_dir=deps.scratch_dir / "generation",
             executor=deps.media_executor,
         )
-        local_jobs = provider_activities(deps.media_executor)
-        activities += [
-            generation_media.validate_generation_output,
-            local_jobs.submit_generation_job,
+        host_queue = queues.host(deps.host_id)
+        local_jobs = provider_activities(deps.media_executor, host_queue)
+        host_bound: list[Callable[..., Any]] = [
             local_jobs.poll_generation_job,
             local_jobs.download_generation_output,
             local_jobs.cancel_generation_job,
         ]
-        workers.append(worker(queues.media, activities, settings.media_concurrency))
+        # The shared queue keeps the host-bound calls for runs submitted before host queues.
+        activities += [
+            generation_media.validate_generation_output,
+            local_jobs.submit_generation_job,
+        ]
+        activities += host_bound
+        served.append(QueueActivities(queues.media, activities, settings.media_concurrency))
+        served.append(QueueActivities(host_queue, host_bound, settings.media_concurrency))
     if "providers" in pools:
         catalog = CatalogActivities(sessions, settings, embedding_model=deps.embedder.model_name)
         imports = ImportActivities(
@@ -207,8 +258,8 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
             remote_jobs.download_generation_output,
             remote_jobs.cancel_generation_job,
         ]
-        workers.append(worker(queues.providers, activities, settings.provider_concurrency))
-    return workers
+        served.append(QueueActivities(queues.providers, activities, settings.provider_concurrency))
+    return served
 
 
 async def run_workers(settings: Settings, pools: Sequence[str]) -> None:

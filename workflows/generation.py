@@ -28,22 +28,17 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
 )
 
-from workflows._steps import StepFailed, describe_failure, step
+from workflows._steps import StepFailed, call, describe_failure, step
 
 with workflow.unsafe.imports_passed_through():
-    from activities.generation import (
-        GenerationCatalogActivities,
-        GenerationMediaActivities,
-        GenerationProviderActivities,
-    )
     from schemas import search_attributes as sa
+    from schemas.failures import FailureCode
     from schemas.generation import (
         ApprovalInput,
         ApprovalOutput,
@@ -69,56 +64,20 @@ with workflow.unsafe.imports_passed_through():
         ValidateOutputOutput,
         attempt_idempotency_key,
     )
+    from schemas.generation_activities import (
+        CANCEL_GENERATION_JOB,
+        DOWNLOAD_GENERATION_OUTPUT,
+        FINALIZE_GENERATION,
+        GENERATION_WORKFLOW,
+        POLL_GENERATION_JOB,
+        PREPARE_GENERATION,
+        RELEASE_GENERATION,
+        SUBMIT_GENERATION_JOB,
+        VALIDATE_GENERATION_OUTPUT,
+    )
     from schemas.queues import TaskQueues
 
 T = TypeVar("T")
-
-# Database steps retry for a long time: a Postgres restart must delay a run, not fail it.
-DATABASE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=[
-        "generation_not_found",
-        "unsupported_request",
-        "no_provider_available",
-        "quota_exceeded",
-    ],
-)
-DATABASE_TIMEOUT = timedelta(seconds=30)
-DATABASE_DEADLINE = timedelta(minutes=30)
-
-# Provider calls: a 429 or 5xx is retried with backoff (honouring Retry-After); a refusal
-# is not. Retries of submit reuse the attempt's idempotency key.
-PROVIDER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=8,
-    non_retryable_error_types=[
-        "provider_rejected",
-        "provider_unavailable_here",
-        "generation_not_found",
-    ],
-)
-SUBMIT_TIMEOUT = timedelta(minutes=2)
-POLL_TIMEOUT = timedelta(minutes=1)
-DOWNLOAD_TIMEOUT = timedelta(minutes=30)
-DOWNLOAD_HEARTBEAT = timedelta(seconds=30)
-CANCEL_TIMEOUT = timedelta(minutes=1)
-CANCEL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2), maximum_attempts=3, backoff_coefficient=2.0
-)
-
-MEDIA_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=4,
-    non_retryable_error_types=["ObjectNotFound"],
-)
-VALIDATE_TIMEOUT = timedelta(minutes=10)
-VALIDATE_HEARTBEAT = timedelta(seconds=30)
 
 POLL_BACKOFF = 1.5
 MAX_POLLS_PER_RUN = 30
@@ -129,7 +88,7 @@ MAX_TRIES_PER_PROVIDER = 2
 """Generation is stochastic: a black or silent clip is tried once more before falling back."""
 
 
-@workflow.defn
+@workflow.defn(name=GENERATION_WORKFLOW.name)
 class GenerationWorkflow:
     """Turn one generation request into a validated, stored video asset (or a clear failure)."""
 
@@ -170,7 +129,8 @@ class GenerationWorkflow:
         # Rejected before it enters history: a late or repeated decision changes nothing.
         if not self._gate_open or self._decision is not None:
             raise ApplicationError(
-                "the generation is not waiting for approval", type="not_awaiting_approval"
+                "the generation is not waiting for approval",
+                type=FailureCode.NOT_AWAITING_APPROVAL,
             )
 
     # --- run ----------------------------------------------------------------------------
@@ -189,15 +149,12 @@ class GenerationWorkflow:
                 self._resume(input.cursor)
             else:
                 plan = await step(
-                    workflow.execute_activity_method(
-                        GenerationCatalogActivities.prepare_generation,
+                    call(
+                        PREPARE_GENERATION,
                         PrepareGenerationInput(
                             tenant_id=input.tenant_id, generation_id=input.generation_id
                         ),
-                        task_queue=self._queues.providers,
-                        start_to_close_timeout=DATABASE_TIMEOUT,
-                        schedule_to_close_timeout=DATABASE_DEADLINE,
-                        retry_policy=DATABASE_RETRY,
+                        self._queues,
                     )
                 )
                 self._resume(
@@ -222,7 +179,7 @@ class GenerationWorkflow:
         except asyncio.CancelledError:
             await self._abandon_job()
             await self._release(
-                GenerationStatus.CANCELED, "canceled", "the generation was canceled"
+                GenerationStatus.CANCELED, FailureCode.CANCELED, "the generation was canceled"
             )
             raise
 
@@ -256,7 +213,7 @@ class GenerationWorkflow:
         except TimeoutError:
             self._set_approval(ApprovalState.TIMED_OUT)
             raise StepFailed(
-                "approval_timed_out",
+                FailureCode.APPROVAL_TIMED_OUT,
                 f"the estimate of ${cursor.plan.estimated_cost_usd:.2f} needed approval "
                 f"({cursor.plan.approval_reason}) and none came within {timeout}",
             ) from None
@@ -271,7 +228,7 @@ class GenerationWorkflow:
         assert self._decision is not None
         note = f": {self._decision.note}" if self._decision.note else ""
         message = f"the estimate was rejected{note}"
-        await self._release(GenerationStatus.CANCELED, "approval_rejected", message)
+        await self._release(GenerationStatus.CANCELED, FailureCode.APPROVAL_REJECTED, message)
         return self._result(GenerationStatus.CANCELED, message=message)
 
     async def _generate(self) -> GenerationResult:
@@ -320,8 +277,8 @@ class GenerationWorkflow:
         try:
             submitted = await self._attempt_step(
                 summary,
-                workflow.execute_activity_method(
-                    GenerationProviderActivities.submit_generation_job,
+                call(
+                    SUBMIT_GENERATION_JOB,
                     SubmitJobInput(
                         tenant_id=input.tenant_id,
                         generation_id=input.generation_id,
@@ -330,9 +287,8 @@ class GenerationWorkflow:
                         model=candidate.model,
                         idempotency_key=attempt_idempotency_key(input.generation_id, attempt),
                     ),
+                    self._queues,
                     task_queue=self._queues.by_pool(candidate.pool),
-                    start_to_close_timeout=SUBMIT_TIMEOUT,
-                    retry_policy=PROVIDER_RETRY,
                 ),
             )
         except _AttemptFailed:
@@ -347,6 +303,10 @@ class GenerationWorkflow:
             job_id=submitted.job_id,
             submitted_at=workflow.now(),
             next_poll_s=cursor.plan.poll_initial_s,
+            # No `workflow.patched` needed: the commands are the same, only their queue
+            # differs, and a submit recorded before host queues carries no queue (None), so
+            # replaying it keeps the shared queue it used.
+            task_queue=submitted.task_queue,
         )
         cursor.job = job
         progress.provider_job_id = job.job_id
@@ -381,8 +341,8 @@ class GenerationWorkflow:
             try:
                 status = await self._attempt_step(
                     summary,
-                    workflow.execute_activity_method(
-                        GenerationProviderActivities.poll_generation_job,
+                    call(
+                        POLL_GENERATION_JOB,
                         PollJobInput(
                             tenant_id=input.tenant_id,
                             generation_id=input.generation_id,
@@ -392,9 +352,8 @@ class GenerationWorkflow:
                             job_id=job.job_id,
                             run_id=workflow.info().workflow_id,
                         ),
-                        task_queue=self._queues.by_pool(job.pool),
-                        start_to_close_timeout=POLL_TIMEOUT,
-                        retry_policy=PROVIDER_RETRY,
+                        self._queues,
+                        task_queue=self._job_queue(job),
                     ),
                 )
             except _AttemptFailed:
@@ -431,8 +390,8 @@ class GenerationWorkflow:
         try:
             downloaded = await self._attempt_step(
                 summary,
-                workflow.execute_activity_method(
-                    GenerationProviderActivities.download_generation_output,
+                call(
+                    DOWNLOAD_GENERATION_OUTPUT,
                     DownloadOutputInput(
                         tenant_id=input.tenant_id,
                         generation_id=input.generation_id,
@@ -441,16 +400,14 @@ class GenerationWorkflow:
                         model=job.model,
                         job_id=job.job_id,
                     ),
-                    task_queue=self._queues.by_pool(job.pool),
-                    start_to_close_timeout=DOWNLOAD_TIMEOUT,
-                    heartbeat_timeout=DOWNLOAD_HEARTBEAT,
-                    retry_policy=PROVIDER_RETRY,
+                    self._queues,
+                    task_queue=self._job_queue(job),
                 ),
             )
             checked = await self._attempt_step(
                 summary,
-                workflow.execute_activity_method(
-                    GenerationMediaActivities.validate_generation_output,
+                call(
+                    VALIDATE_GENERATION_OUTPUT,
                     ValidateOutputInput(
                         tenant_id=input.tenant_id,
                         generation_id=input.generation_id,
@@ -460,10 +417,7 @@ class GenerationWorkflow:
                         aspect_ratio=plan.aspect_ratio,
                         resolution=plan.resolution,
                     ),
-                    task_queue=self._queues.media,
-                    start_to_close_timeout=VALIDATE_TIMEOUT,
-                    heartbeat_timeout=VALIDATE_HEARTBEAT,
-                    retry_policy=MEDIA_RETRY,
+                    self._queues,
                 ),
             )
         except _AttemptFailed:
@@ -483,8 +437,8 @@ class GenerationWorkflow:
         assert checked.thumbnail_key is not None and checked.facts is not None
         self._set_status(GenerationStatus.STORING)
         stored = await step(
-            workflow.execute_activity_method(
-                GenerationCatalogActivities.finalize_generation,
+            call(
+                FINALIZE_GENERATION,
                 FinalizeGenerationInput(
                     tenant_id=input.tenant_id,
                     generation_id=input.generation_id,
@@ -494,10 +448,7 @@ class GenerationWorkflow:
                     facts=checked.facts,
                     run_id=workflow.info().workflow_id,
                 ),
-                task_queue=self._queues.providers,
-                start_to_close_timeout=DATABASE_TIMEOUT,
-                schedule_to_close_timeout=DATABASE_DEADLINE,
-                retry_policy=DATABASE_RETRY,
+                self._queues,
             )
         )
         cursor.cost_usd = stored.cost_usd
@@ -519,14 +470,14 @@ class GenerationWorkflow:
         cursor = self._cursor
         assert cursor is not None
         if not cursor.attempts:
-            return StepFailed("generation_failed", "no provider could be tried")
+            return StepFailed(FailureCode.GENERATION_FAILED, "no provider could be tried")
         lines = "; ".join(
             f"attempt {a.attempt} ({a.provider}/{a.model}): {a.outcome.value}"
             + (f" — {a.message}" if a.message else "")
             for a in cursor.attempts
         )
         invalid = cursor.attempts[-1].outcome == AttemptOutcome.INVALID_OUTPUT
-        code = "validation_failed" if invalid else "generation_failed"
+        code = FailureCode.VALIDATION_FAILED if invalid else FailureCode.GENERATION_FAILED
         return StepFailed(
             code,
             f"no provider delivered a valid video in {len(cursor.attempts)} attempt(s): {lines}",
@@ -543,8 +494,8 @@ class GenerationWorkflow:
         if summary.outcome == AttemptOutcome.IN_PROGRESS:
             summary.outcome = AttemptOutcome.CANCELED
         try:
-            await workflow.execute_activity_method(
-                GenerationProviderActivities.cancel_generation_job,
+            await call(
+                CANCEL_GENERATION_JOB,
                 CancelJobInput(
                     tenant_id=input.tenant_id,
                     generation_id=input.generation_id,
@@ -553,21 +504,20 @@ class GenerationWorkflow:
                     model=job.model,
                     job_id=job.job_id,
                 ),
-                task_queue=self._queues.by_pool(job.pool),
-                start_to_close_timeout=CANCEL_TIMEOUT,
-                retry_policy=CANCEL_RETRY,
+                self._queues,
+                task_queue=self._job_queue(job),
             )
         except ActivityError:
             # The job may still finish at the provider; its cost, if any, is on the ledger
             # only if we ever see it succeed, and the quota is released either way.
             workflow.logger.warning("could not cancel provider job %s", job.job_id)
 
-    async def _release(self, status: GenerationStatus, code: str, message: str) -> None:
+    async def _release(self, status: GenerationStatus, code: FailureCode, message: str) -> None:
         input, progress, cursor = self._input, self._progress, self._cursor
         assert progress is not None
         approval = cursor.approval if cursor is not None else None
-        released = await workflow.execute_activity_method(
-            GenerationCatalogActivities.release_generation,
+        released = await call(
+            RELEASE_GENERATION,
             ReleaseGenerationInput(
                 tenant_id=input.tenant_id,
                 generation_id=input.generation_id,
@@ -576,10 +526,7 @@ class GenerationWorkflow:
                 error_message=message,
                 approval=approval,
             ),
-            task_queue=self._queues.providers,
-            start_to_close_timeout=DATABASE_TIMEOUT,
-            schedule_to_close_timeout=DATABASE_DEADLINE,
-            retry_policy=DATABASE_RETRY,
+            self._queues,
         )
         progress.cost_usd = released.cost_usd
         progress.error = message
@@ -617,6 +564,10 @@ class GenerationWorkflow:
         self._cursor.approval = approval
         self._progress.approval = approval
 
+    def _job_queue(self, job: JobInFlight) -> str:
+        """Where a job's polls, download and cancel go: its host's queue, or its pool's."""
+        return job.task_queue or self._queues.by_pool(job.pool)
+
     def _summary(self, attempt: int) -> AttemptSummary:
         assert self._cursor is not None
         return next(a for a in self._cursor.attempts if a.attempt == attempt)
@@ -632,7 +583,7 @@ class GenerationWorkflow:
             reason = describe_failure(err)
             summary.outcome = (
                 AttemptOutcome.REJECTED
-                if reason.code == "provider_rejected"
+                if reason.code == FailureCode.PROVIDER_REJECTED
                 else AttemptOutcome.ERROR
             )
             summary.message = reason.message

@@ -9,23 +9,18 @@ how `POST /v1/runs/{id}/retry` restarts from the failed step.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ApplicationError,
 )
 
-from workflows._steps import StepFailed, step
+from workflows._steps import StepFailed, call, step
 
 with workflow.unsafe.imports_passed_through():
-    from activities.catalog import CatalogActivities
-    from activities.imports import ImportActivities
-    from activities.indexing import IndexingActivities
-    from activities.media import MediaActivities
-    from activities.transcription import TranscriptionActivities
     from schemas import search_attributes as sa
+    from schemas.contracts import Pool
+    from schemas.failures import FailureCode
     from schemas.ingest import (
         STAGE_STATUS,
         ChunkTranscriptInput,
@@ -44,54 +39,25 @@ with workflow.unsafe.imports_passed_through():
         VideoStatus,
         plan_windows,
     )
+    from schemas.ingest_activities import (
+        CHUNK_TRANSCRIPT,
+        DOWNLOAD_SOURCE,
+        EMBED_CHUNKS,
+        EXTRACT_MEDIA,
+        INGEST_WORKFLOW,
+        LOAD_INGEST_PLAN,
+        PROBE_VIDEO,
+        SET_VIDEO_STATE,
+        TRANSCRIBE_WINDOW,
+    )
     from schemas.queues import TaskQueues
-
-# Database steps retry for a long time: a Postgres restart must delay a run, not fail it.
-DATABASE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
-DATABASE_TIMEOUT = timedelta(seconds=30)
-DATABASE_DEADLINE = timedelta(minutes=30)
-
-MEDIA_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=4,
-    non_retryable_error_types=["MediaRejected", "ObjectNotFound"],
-)
-PROBE_TIMEOUT = timedelta(minutes=2)
-EXTRACT_TIMEOUT = timedelta(minutes=30)
-
-PROVIDER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=2),
-    maximum_attempts=6,
-    non_retryable_error_types=[
-        "ProviderPermanentError",
-        "MediaRejected",
-        "ObjectNotFound",
-        "url_not_allowed",
-        "import_failed",
-    ],
-)
-DOWNLOAD_TIMEOUT = timedelta(minutes=30)
-DOWNLOAD_HEARTBEAT = timedelta(seconds=30)
-TRANSCRIBE_TIMEOUT = timedelta(minutes=20)
-TRANSCRIBE_HEARTBEAT = timedelta(seconds=20)
-CHUNK_TIMEOUT = timedelta(minutes=5)
-EMBED_TIMEOUT = timedelta(minutes=10)
-EMBED_HEARTBEAT = timedelta(seconds=30)
 
 # Progress reported to users: each stage owns a slice of [0, 1].
 _TRANSCRIBE_SPAN = (0.10, 0.75)
 _EMBED_SPAN = (0.80, 0.98)
 
 
-@workflow.defn
+@workflow.defn(name=INGEST_WORKFLOW.name)
 class IngestWorkflow:
     """Ingest one video asset until it is searchable, or failed with a readable reason."""
 
@@ -117,13 +83,10 @@ class IngestWorkflow:
             stage=IngestStage.QUEUED,
             progress=0.0,
         )
-        plan = await workflow.execute_activity_method(
-            CatalogActivities.load_ingest_plan,
+        plan = await call(
+            LOAD_INGEST_PLAN,
             IngestPlanInput(tenant_id=input.tenant_id, video_id=input.video_id),
-            task_queue=self._queues.providers,
-            start_to_close_timeout=DATABASE_TIMEOUT,
-            schedule_to_close_timeout=DATABASE_DEADLINE,
-            retry_policy=DATABASE_RETRY,
+            self._queues,
         )
         self._progress.cost_usd = plan.cost_usd_so_far
         try:
@@ -132,7 +95,7 @@ class IngestWorkflow:
             await self._fail(failed.code, failed.message)
             raise ApplicationError(failed.message, type=failed.code, non_retryable=True) from None
         except asyncio.CancelledError:
-            await self._fail("canceled", "the run was canceled")
+            await self._fail(FailureCode.CANCELED, "the run was canceled")
             raise
 
     async def _run(self, input: IngestInput, plan: IngestPlan) -> IngestResult:
@@ -140,15 +103,12 @@ class IngestWorkflow:
         if not plan.source_ready and plan.source_url:
             await self._enter(IngestStage.DOWNLOADING, 0.01)
             downloaded = await step(
-                workflow.execute_activity_method(
-                    ImportActivities.download_source,
+                call(
+                    DOWNLOAD_SOURCE,
                     DownloadSourceInput(
                         tenant_id=input.tenant_id, video_id=input.video_id, url=plan.source_url
                     ),
-                    task_queue=self._queues.providers,
-                    start_to_close_timeout=DOWNLOAD_TIMEOUT,
-                    heartbeat_timeout=DOWNLOAD_HEARTBEAT,
-                    retry_policy=PROVIDER_RETRY,
+                    self._queues,
                 )
             )
             source_key = downloaded.source_key
@@ -157,16 +117,14 @@ class IngestWorkflow:
         if duration_s is None or has_audio is None:
             await self._enter(IngestStage.PROBING, 0.02)
             probe = await step(
-                workflow.execute_activity_method(
-                    MediaActivities.probe_video,
+                call(
+                    PROBE_VIDEO,
                     ProbeVideoInput(
                         tenant_id=input.tenant_id,
                         video_id=input.video_id,
                         source_key=source_key,
                     ),
-                    task_queue=self._queues.media,
-                    start_to_close_timeout=PROBE_TIMEOUT,
-                    retry_policy=MEDIA_RETRY,
+                    self._queues,
                 )
             )
             duration_s, has_audio = probe.duration_s, probe.has_audio
@@ -175,8 +133,8 @@ class IngestWorkflow:
         if plan.thumbnail_key is None or (has_audio and audio_key is None):
             await self._enter(IngestStage.EXTRACTING, 0.05)
             extracted = await step(
-                workflow.execute_activity_method(
-                    MediaActivities.extract_media,
+                call(
+                    EXTRACT_MEDIA,
                     ExtractMediaInput(
                         tenant_id=input.tenant_id,
                         video_id=input.video_id,
@@ -184,9 +142,7 @@ class IngestWorkflow:
                         duration_s=duration_s,
                         has_audio=has_audio,
                     ),
-                    task_queue=self._queues.media,
-                    start_to_close_timeout=EXTRACT_TIMEOUT,
-                    retry_policy=MEDIA_RETRY,
+                    self._queues,
                 )
             )
             audio_key = extracted.audio_key
@@ -204,13 +160,10 @@ class IngestWorkflow:
         if chunk_count is None:
             await self._enter(IngestStage.CHUNKING, 0.78)
             chunked = await step(
-                workflow.execute_activity_method(
-                    IndexingActivities.chunk_transcript,
+                call(
+                    CHUNK_TRANSCRIPT,
                     ChunkTranscriptInput(tenant_id=input.tenant_id, video_id=input.video_id),
-                    task_queue=self._queues.providers,
-                    start_to_close_timeout=CHUNK_TIMEOUT,
-                    schedule_to_close_timeout=DATABASE_DEADLINE,
-                    retry_policy=DATABASE_RETRY,
+                    self._queues,
                 )
             )
             chunk_count = chunked.chunk_count
@@ -234,14 +187,12 @@ class IngestWorkflow:
         self._progress.segments_done = len(done & set(range(len(windows))))
         await self._enter(IngestStage.TRANSCRIBING, self._transcribe_progress())
         # Local Whisper is CPU work for the media pool; the remote API is I/O.
-        queue = (
-            self._queues.media if plan.transcription_provider == "local" else self._queues.providers
-        )
+        pool = Pool.MEDIA if plan.transcription_provider == "local" else Pool.PROVIDERS
         workflow_id = workflow.info().workflow_id
 
         async def transcribe(index: int, start_s: float, end_s: float) -> None:
-            output = await workflow.execute_activity_method(
-                TranscriptionActivities.transcribe_window,
+            output = await call(
+                TRANSCRIBE_WINDOW,
                 TranscribeWindowInput(
                     tenant_id=input.tenant_id,
                     video_id=input.video_id,
@@ -254,10 +205,8 @@ class IngestWorkflow:
                         f"ingest-{input.video_id}/transcribe/{plan.transcription_provider}/{index}"
                     ),
                 ),
-                task_queue=queue,
-                start_to_close_timeout=TRANSCRIBE_TIMEOUT,
-                heartbeat_timeout=TRANSCRIBE_HEARTBEAT,
-                retry_policy=PROVIDER_RETRY,
+                self._queues,
+                pool=pool,
             )
             assert self._progress is not None
             self._progress.segments_done += 1
@@ -278,13 +227,13 @@ class IngestWorkflow:
         assert self._progress is not None
         self._progress.chunks_embedded = min(plan.chunks_embedded, chunk_count)
         await self._enter(IngestStage.EMBEDDING, self._embed_progress())
-        queue = self._queues.media if plan.embedding_provider == "local" else self._queues.providers
+        pool = Pool.MEDIA if plan.embedding_provider == "local" else Pool.PROVIDERS
         workflow_id = workflow.info().workflow_id
         batch = max(1, plan.embed_batch_size)
 
         async def embed(start: int, end: int) -> None:
-            output = await workflow.execute_activity_method(
-                IndexingActivities.embed_chunks,
+            output = await call(
+                EMBED_CHUNKS,
                 EmbedChunksInput(
                     tenant_id=input.tenant_id,
                     video_id=input.video_id,
@@ -293,10 +242,8 @@ class IngestWorkflow:
                     run_id=workflow_id,
                     ledger_key=f"ingest-{input.video_id}/embed/{start}-{end}",
                 ),
-                task_queue=queue,
-                start_to_close_timeout=EMBED_TIMEOUT,
-                heartbeat_timeout=EMBED_HEARTBEAT,
-                retry_policy=PROVIDER_RETRY,
+                self._queues,
+                pool=pool,
             )
             assert self._progress is not None
             self._progress.chunks_embedded = min(
@@ -350,8 +297,8 @@ class IngestWorkflow:
         note: str | None = None,
     ) -> None:
         assert self._progress is not None and self._input is not None
-        await workflow.execute_activity_method(
-            CatalogActivities.set_video_state,
+        await call(
+            SET_VIDEO_STATE,
             VideoStateInput(
                 tenant_id=self._input.tenant_id,
                 video_id=self._input.video_id,
@@ -364,10 +311,7 @@ class IngestWorkflow:
                 cost_usd=self._progress.cost_usd,
                 note=note,
             ),
-            task_queue=self._queues.providers,
-            start_to_close_timeout=DATABASE_TIMEOUT,
-            schedule_to_close_timeout=DATABASE_DEADLINE,
-            retry_policy=DATABASE_RETRY,
+            self._queues,
         )
 
     async def _complete(
@@ -385,7 +329,7 @@ class IngestWorkflow:
             note=note,
         )
 
-    async def _fail(self, code: str, message: str) -> None:
+    async def _fail(self, code: FailureCode, message: str) -> None:
         assert self._progress is not None
         self._progress.stage = IngestStage.FAILED
         self._progress.status = VideoStatus.FAILED

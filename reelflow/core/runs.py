@@ -24,8 +24,9 @@ from schemas import search_attributes as sa
 from schemas.generation import GenerationInput, GenerationProgress, generation_workflow_id
 from schemas.ingest import IngestInput, IngestProgress, ingest_workflow_id
 from schemas.queues import WORKFLOW_TASK_QUEUE
-from workflows.generation import GenerationWorkflow
-from workflows.ingest import IngestWorkflow
+from schemas.contracts import PROGRESS_QUERY
+from schemas.generation_activities import GENERATION_WORKFLOW
+from schemas.ingest_activities import INGEST_WORKFLOW
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class RunNotRetryable(ValueError):
     """Retry asked for a run that is still running or already succeeded."""
 
 
+class RunNotCancelable(ValueError):
+    """Cancel asked for a run that has already finished (completed, failed, canceled...)."""
+
+
 def _status_name(description: WorkflowExecutionDescription) -> str:
     return description.status.name.lower() if description.status else "unknown"
 
@@ -86,7 +91,7 @@ async def start_ingest(
     """
     workflow_id = ingest_workflow_id(video_id)
     await client.start_workflow(
-        IngestWorkflow.run,
+        INGEST_WORKFLOW.name,
         IngestInput(tenant_id=tenant_id, video_id=video_id),
         id=workflow_id,
         task_queue=task_queue,
@@ -127,9 +132,9 @@ async def describe_run(
     pipeline = attributes.get(sa.PIPELINE) or description.workflow_type
     if pipeline == "ingest":
         try:
-            progress = await client.get_workflow_handle_for(
-                IngestWorkflow.run, workflow_id, run_id=description.run_id
-            ).query(IngestWorkflow.progress, rpc_timeout=PROGRESS_QUERY_TIMEOUT)
+            progress = await client.get_workflow_handle(
+                workflow_id, run_id=description.run_id
+            ).query(PROGRESS_QUERY, result_type=IngestProgress, rpc_timeout=PROGRESS_QUERY_TIMEOUT)
         except RPCError:
             # A run with no worker to answer queries still has a status worth showing.
             progress = None
@@ -137,9 +142,11 @@ async def describe_run(
             progress = None
     elif pipeline == "generation":
         try:
-            progress = await client.get_workflow_handle_for(
-                GenerationWorkflow.run, workflow_id, run_id=description.run_id
-            ).query(GenerationWorkflow.progress, rpc_timeout=PROGRESS_QUERY_TIMEOUT)
+            progress = await client.get_workflow_handle(
+                workflow_id, run_id=description.run_id
+            ).query(
+                PROGRESS_QUERY, result_type=GenerationProgress, rpc_timeout=PROGRESS_QUERY_TIMEOUT
+            )
         except Exception:
             # As above: no worker (or a closed run it cannot load) means no live progress.
             progress = None
@@ -175,13 +182,13 @@ async def retry_run(client: Client, *, workflow_id: str, tenant_id: str) -> str:
     status = _status_name(description)
     if status not in _RETRYABLE:
         raise RunNotRetryable(f"run {workflow_id} is {status}; only failed or canceled runs retry")
-    if description.workflow_type == "GenerationWorkflow":
+    if description.workflow_type == GENERATION_WORKFLOW.name:
         return await _retry_generation(client, description, workflow_id, tenant_id)
     video_id = description.typed_search_attributes.get(sa.VIDEO_ID)
-    if description.workflow_type != "IngestWorkflow" or video_id is None:
+    if description.workflow_type != INGEST_WORKFLOW.name or video_id is None:
         raise RunNotRetryable(f"run {workflow_id} is not a retryable pipeline run")
     handle = await client.start_workflow(
-        IngestWorkflow.run,
+        INGEST_WORKFLOW.name,
         IngestInput(tenant_id=tenant_id, video_id=video_id),
         id=workflow_id,
         task_queue=description.task_queue,
@@ -215,7 +222,7 @@ async def start_generation(
     """
     workflow_id = generation_workflow_id(generation_id)
     await client.start_workflow(
-        GenerationWorkflow.run,
+        GENERATION_WORKFLOW.name,
         GenerationInput(tenant_id=tenant_id, generation_id=generation_id),
         id=workflow_id,
         task_queue=task_queue,
@@ -235,7 +242,7 @@ async def _retry_generation(
     if generation_workflow_id(generation_id) != workflow_id:
         raise RunNotRetryable(f"run {workflow_id} is not a generation run")
     handle = await client.start_workflow(
-        GenerationWorkflow.run,
+        GENERATION_WORKFLOW.name,
         GenerationInput(tenant_id=tenant_id, generation_id=generation_id),
         id=workflow_id,
         task_queue=description.task_queue,
@@ -251,11 +258,19 @@ async def cancel_run(client: Client, *, workflow_id: str, tenant_id: str) -> Non
 
     Raises:
         RunNotFound: unknown id, or a run of another tenant.
+        RunNotCancelable: the run has already finished, also when it finished between
+            being looked up and being asked to cancel.
     """
     handle, description = await _describe(client, workflow_id, tenant_id)
     status = _status_name(description)
-    if status == "running":
+    if status != "running":
+        raise RunNotCancelable(f"run {workflow_id} is {status}; only a running run can be canceled")
+    try:
         await handle.cancel()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise RunNotCancelable(f"run {workflow_id} has already finished") from None
+        raise
 
 
 async def start_import(

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities._errors import FailureTranslationInterceptor
 from activities.generation import (
     GenerationCatalogActivities,
     GenerationMediaActivities,
@@ -121,8 +122,18 @@ async def generation_workers(
         ]
         async with (
             Worker(temporal, task_queue=queues.workflows, workflows=[GenerationWorkflow]),
-            Worker(temporal, task_queue=queues.media, activities=activities),
-            Worker(temporal, task_queue=queues.providers, activities=activities),
+            Worker(
+                temporal,
+                interceptors=[FailureTranslationInterceptor()],
+                task_queue=queues.media,
+                activities=activities,
+            ),
+            Worker(
+                temporal,
+                interceptors=[FailureTranslationInterceptor()],
+                task_queue=queues.providers,
+                activities=activities,
+            ),
         ):
             yield
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from activities._errors import FailureTranslationInterceptor
 from activities.generation import (
     GenerationCatalogActivities,
     GenerationMediaActivities,
@@ -176,6 +177,7 @@ class Harness:
                 Worker(client, task_queue=self.queues.workflows, workflows=[GenerationWorkflow]),
                 Worker(
                     client,
+                    interceptors=[FailureTranslationInterceptor()],
                     task_queue=self.queues.media,
                     activities=[
                         media.validate_generation_output,
@@ -184,6 +186,7 @@ class Harness:
                 ),
                 Worker(
                     client,
+                    interceptors=[FailureTranslationInterceptor()],
                     task_queue=self.queues.providers,
                     activities=[
                         catalog.prepare_generation,

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from reelflow.core.provider_errors import ProviderTransientError
 from reelflow.core.runs import retry_run
-from reelflow.generation.capabilities import LocalRenderer, LocalRendererFaults
+from reelflow.generation.providers.local import LocalRenderer, LocalRendererFaults
 from reelflow.generation.routing import ProviderRegistry
 from schemas import search_attributes as sa
 from schemas.generation import (
@@ -175,8 +175,9 @@ async def test_provider_429_5xx_and_a_crashing_poll_are_retried_without_a_second
             )
         ],
         status_errors=[
-            # Not a provider error at all: the poll activity itself blew up mid-call.
-            RuntimeError("the worker lost its connection"),
+            # Not a provider error at all: the poll lost its connection mid-call. Our own
+            # infrastructure failing is retried; a bug (any other exception) would not be.
+            ConnectionError("the worker lost its connection"),
             ProviderTransientError(
                 "bad gateway", provider="local", status_code=502, retry_after_s=0.2
             ),

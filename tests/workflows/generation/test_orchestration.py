@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities._errors import FailureTranslationInterceptor
 from schemas import search_attributes as sa
 from schemas.generation import (
     ApprovalInput,
@@ -44,8 +45,18 @@ async def generation_workers(client: Client, fake: FakeGeneration) -> AsyncItera
     activities = fake.activities()
     async with (
         Worker(client, task_queue=fake.queues.workflows, workflows=[GenerationWorkflow]),
-        Worker(client, task_queue=fake.queues.media, activities=activities),
-        Worker(client, task_queue=fake.queues.providers, activities=activities),
+        Worker(
+            client,
+            interceptors=[FailureTranslationInterceptor()],
+            task_queue=fake.queues.media,
+            activities=activities,
+        ),
+        Worker(
+            client,
+            interceptors=[FailureTranslationInterceptor()],
+            task_queue=fake.queues.providers,
+            activities=activities,
+        ),
     ):
         yield
 

@@ -15,6 +15,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from reelflow.core.provider_errors import ProviderTransientError
 from schemas.ingest import (
     ChunkTranscriptInput,
     ChunkTranscriptOutput,
@@ -99,7 +100,7 @@ class FakePipeline:
             self.calls.append(f"transcribe_window[{input.window_index}]")
             if self.transcribe_failures_left > 0:
                 self.transcribe_failures_left -= 1
-                raise RuntimeError("provider hiccup")
+                raise ProviderTransientError("provider hiccup", provider="openai", status_code=503)
             if self.transcribe_delay_s:
                 await asyncio.sleep(self.transcribe_delay_s)
             self.transcribed.append(input)

@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities._errors import FailureTranslationInterceptor
 from schemas.ingest import (
     IngestInput,
     IngestPlan,
@@ -42,8 +43,18 @@ async def pipeline_workers(client: Client, fake: FakePipeline) -> AsyncIterator[
     activities = fake.activities()
     async with (
         Worker(client, task_queue=fake.queues.workflows, workflows=[IngestWorkflow]),
-        Worker(client, task_queue=fake.queues.media, activities=activities),
-        Worker(client, task_queue=fake.queues.providers, activities=activities),
+        Worker(
+            client,
+            interceptors=[FailureTranslationInterceptor()],
+            task_queue=fake.queues.media,
+            activities=activities,
+        ),
+        Worker(
+            client,
+            interceptors=[FailureTranslationInterceptor()],
+            task_queue=fake.queues.providers,
+            activities=activities,
+        ),
     ):
         yield
 
