@@ -22,9 +22,10 @@ from api.routers.videos import workflow_queue
 from reelflow.assets import videos
 from reelflow.core.runs import start_generation
 from reelflow.generation import quotas
-from reelflow.generation.capabilities import NoRouteAvailable, UnsupportedRequest
+from reelflow.generation.capabilities import UnsupportedRequest
 from reelflow.generation.routing import (
     GenerationSpec,
+    NoRouteAvailable,
     ProviderRegistry,
     RoutePlan,
     admit_generation,

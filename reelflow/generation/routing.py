@@ -2,6 +2,8 @@
 
 * `ProviderRegistry`: the video providers this deployment can call, built once per
   process (`build_provider_registry`) and injected into the API and the workers.
+* `route_auto`: the models that can serve a request, best quality tier first, then the
+  cheapest (seed 003).
 * `plan_route`: which provider models may serve a request, first choice first, with the
   estimate — the one place the API (for its 422s and estimates) and the workflow's
   `prepare_generation` step decide it, so they never disagree.
@@ -16,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,16 +27,14 @@ from reelflow.core.settings import Settings
 from reelflow.generation import quotas
 from reelflow.generation.capabilities import (
     PROVIDERS,
-    LocalRenderer,
     ModelCapabilities,
-    NoRouteAvailable,
-    RouteOption,
-    SoraProvider,
     UnsupportedRequest,
-    VideoProvider,
+    check_request,
     estimate_cost,
-    route_auto,
 )
+from reelflow.generation.providers.base import VideoProvider
+from reelflow.generation.providers.local import LocalRenderer
+from reelflow.generation.providers.sora import SoraProvider
 from schemas.generation import AUTO_PROVIDER, ApprovalState, GenerationStatus
 from schemas.generation_tables import Generation, GenerationAttempt
 from schemas.tables import LedgerEntry
@@ -117,9 +118,102 @@ def build_provider_registry(settings: Settings) -> ProviderRegistry:
     return ProviderRegistry(providers)
 
 
+# --- routing ------------------------------------------------------------------------------
+
+
+class NoRouteAvailable(ValueError):
+    """No candidate model can serve a request within the cost limit.
+
+    Attributes:
+        reasons: Why each candidate was left out, one sentence each.
+    """
+
+    code = "no_provider_available"
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__(tuple(reasons))
+        self.reasons = tuple(reasons)
+
+    def __str__(self) -> str:
+        if not self.reasons:
+            return "no provider is available"
+        return "no provider can make this video: " + "; ".join(self.reasons)
+
+
+class VideoSpec(Protocol):
+    """Anything that says what video to make (a job request, an API input, ...)."""
+
+    @property
+    def duration_s(self) -> int: ...
+
+    @property
+    def aspect_ratio(self) -> str: ...
+
+    @property
+    def resolution(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RouteOption:
+    """A model that can serve a request, and what it would cost."""
+
+    capabilities: ModelCapabilities
+    estimated_cost_usd: Decimal
+
+
+def route_auto(
+    candidates: Iterable[ModelCapabilities],
+    request: VideoSpec,
+    max_cost: Decimal | None = None,
+) -> list[RouteOption]:
+    """The candidates that can serve `request`, best first: the first choice and fallbacks.
+
+    Order (seed 003): highest quality tier first; within a tier the cheapest first; ties
+    by provider and model name so the order never depends on the input order.
+
+    Args:
+        candidates: Models to consider, e.g. those with credentials configured.
+        request: What to make.
+        max_cost: Leave out models whose estimate is above this many dollars.
+
+    Returns:
+        At least one option.
+
+    Raises:
+        NoRouteAvailable: No candidate fits; the message says why for each.
+        ValueError: `max_cost` is negative.
+    """
+    if max_cost is not None and max_cost < 0:
+        raise ValueError("max_cost must not be negative")
+    options: list[RouteOption] = []
+    reasons: list[str] = []
+    for caps in candidates:
+        try:
+            check_request(caps, request.duration_s, request.aspect_ratio, request.resolution)
+        except UnsupportedRequest as exc:
+            reasons.append(exc.message)
+            continue
+        cost = estimate_cost(caps, request.duration_s, request.resolution)
+        if max_cost is not None and cost > max_cost:
+            reasons.append(f"{caps.key} would cost ${cost.normalize():f}, over ${max_cost:f}")
+            continue
+        options.append(RouteOption(caps, cost))
+    if not options:
+        raise NoRouteAvailable(reasons)
+    options.sort(
+        key=lambda o: (
+            -o.capabilities.quality_tier,
+            o.estimated_cost_usd,
+            o.capabilities.provider,
+            o.capabilities.model,
+        )
+    )
+    return options
+
+
 @dataclass(frozen=True)
 class GenerationSpec:
-    """What was asked for (a `reelflow.generation.capabilities.VideoSpec`)."""
+    """What was asked for (a `VideoSpec`)."""
 
     provider: str
     duration_s: int
@@ -147,8 +241,9 @@ class RoutePlan:
 def _select(models: Sequence[ModelCapabilities], spec: GenerationSpec) -> RouteOption:
     """The cheapest registered model of one provider that makes `spec` (best tier on a tie).
 
-    Like `reelflow.generation.capabilities.select_model`, over the registered models only, so the
-    allowed values named in the error are those this deployment can really make.
+    The API takes a provider, not a model: ``"sora"`` at 1080p means sora-2-pro. Only the
+    registered models count, so the allowed values named in the error are those this
+    deployment can really make (the values of all its models together).
     """
     provider = spec.provider
     durations = sorted({d for caps in models for d in caps.durations_s})

@@ -1,33 +1,12 @@
-"""Fixtures for the generation tests: a fake Sora server and a few rendered clips."""
+"""Fixtures for the generation tests: a few rendered clips."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import openai
 import pytest
 
-from reelflow.generation.capabilities import render_video
-from tests.generation.sora_server import FakeSoraServer
-
-
-@pytest.fixture
-def fake_sora() -> Iterator[FakeSoraServer]:
-    server = FakeSoraServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def sora_client(fake_sora: FakeSoraServer) -> openai.OpenAI:
-    # Retries deliberately left on: SoraProvider must switch them off itself.
-    return openai.OpenAI(
-        api_key="sk-test-key", base_url=fake_sora.base_url, max_retries=3, timeout=10.0
-    )
+from reelflow.generation.providers.local import render_video
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,13 @@
-"""Small helpers for the generation tests: run ffmpeg, look at pictures, make requests."""
+"""Small helpers for the generation tests: run ffmpeg, look at pictures, make and await jobs."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
-from reelflow.generation.capabilities import GenerationJobRequest
+from reelflow.generation.providers.base import GenerationJobRequest, JobStatus, VideoProvider
 
 PROMPT = "A cat surfs a 100% {perfect} wave: it's 'rad'; drawtext=x \\ [done] %{pts}"
 """A prompt full of filtergraph and drawtext metacharacters: it must render as text."""
@@ -27,6 +28,20 @@ def job_request(
         resolution=resolution,
         idempotency_key=key,
     )
+
+
+def wait_for(
+    provider: VideoProvider, job_id: str, *, timeout_s: float = 60.0, poll_s: float = 0.05
+) -> JobStatus:
+    """Poll until the job is terminal; fail with TimeoutError after `timeout_s` (real) seconds."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = provider.status(job_id)
+        if status.terminal:
+            return status
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"job {job_id} is still {status.state}")
+        time.sleep(poll_s)
 
 
 def ffmpeg(*args: str) -> None:

@@ -18,11 +18,13 @@ with a required ``promptImage``; if the live API refuses the model on text-to-vi
 answers 400, which surfaces as a permanent error), and that 1080p maps to
 ``"1920:1080"`` / ``"1080:1920"``. The idempotency key is sent as ``Idempotency-Key``;
 Runway may ignore it.
+
+Errors: 408, 409, 429 and 5xx are transient (with ``Retry-After``), other 4xx permanent;
+the message carries Runway's ``{"error"}`` (or ``{"message"}``) text.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -35,25 +37,20 @@ from reelflow.core.provider_errors import (
     ProviderPermanentError,
     ProviderTransientError,
 )
-from reelflow.generation.capabilities import (
+from reelflow.generation.providers.base import (
     DEFAULT_MAX_DOWNLOAD_BYTES,
+    DOWNLOAD_CHUNK_BYTES,
     GenerationJobRequest,
     JobState,
     JobStatus,
-    check_request,
-    get_capabilities,
+    RemoteVideoProvider,
+    idempotency_headers,
 )
-from reelflow.media.ffmpeg import atomic_output
 from reelflow.media.validation import frame_size
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_RUNWAY_BASE_URL = "https://api.dev.runwayml.com"
-DEFAULT_RUNWAY_MODEL = "gen4_turbo"
 RUNWAY_API_VERSION = "2024-11-06"
-_PROVIDER = "runway"
 _TRANSIENT_STATUS = frozenset({408, 409, 429})
-_DOWNLOAD_CHUNK = 1024 * 1024
 
 _RUNWAY_STATES: Mapping[str, JobState] = MappingProxyType(
     {
@@ -67,20 +64,21 @@ _RUNWAY_STATES: Mapping[str, JobState] = MappingProxyType(
 )
 
 
-class RunwayProvider:
+class RunwayProvider(RemoteVideoProvider):
     """Runway through `httpx`: each API method makes exactly one HTTP request.
 
     The `httpx.Client` should have no retrying transport: Temporal owns retries.
     """
 
-    provider = _PROVIDER
+    provider = "runway"
+    wire_errors = (httpx.HTTPError,)
 
     def __init__(
         self,
         http: httpx.Client,
         api_key: str,
         base_url: str = DEFAULT_RUNWAY_BASE_URL,
-        model: str = DEFAULT_RUNWAY_MODEL,
+        model: str | None = None,
         *,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
     ) -> None:
@@ -89,9 +87,7 @@ class RunwayProvider:
         Raises:
             UnsupportedRequest: Unknown model.
         """
-        self.capabilities = get_capabilities(_PROVIDER, model)
-        self.model = model
-        self.max_download_bytes = max_download_bytes
+        super().__init__(model, max_download_bytes=max_download_bytes)
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._headers = {
@@ -99,20 +95,8 @@ class RunwayProvider:
             "X-Runway-Version": RUNWAY_API_VERSION,
         }
 
-    def submit(self, request: GenerationJobRequest) -> str:
-        """Create a task: one ``POST /v1/text_to_video``; returns the task id.
-
-        Raises:
-            UnsupportedRequest: The model cannot make the request (nothing is sent).
-            ValueError: Empty prompt.
-            ProviderTransientError: Rate limit, server error, timeout, connection failure.
-            ProviderPermanentError: The API rejected the request.
-        """
-        check_request(
-            self.capabilities, request.duration_s, request.aspect_ratio, request.resolution
-        )
-        if not request.prompt.strip():
-            raise ValueError("prompt must not be empty")
+    def _start_job(self, request: GenerationJobRequest) -> object:
+        """One ``POST /v1/text_to_video``; the task id is the job id."""
         width, height = frame_size(request.aspect_ratio, request.resolution)
         body = {
             "model": self.model,
@@ -120,18 +104,14 @@ class RunwayProvider:
             "ratio": f"{width}:{height}",
             "duration": request.duration_s,
         }
-        data = self._json(
+        task = self._json(
             "POST",
             "/v1/text_to_video",
             "create task",
             json=body,
-            headers={"Idempotency-Key": request.idempotency_key},
+            headers=idempotency_headers(request),
         )
-        task_id = data.get("id")
-        if not isinstance(task_id, str) or not task_id:
-            raise ProviderPermanentError("Runway answered without a task id", provider=_PROVIDER)
-        logger.info("runway job %s submitted (%s)", task_id, self.model)
-        return task_id
+        return task.get("id")
 
     def status(self, job_id: str) -> JobStatus:
         """The task's state: one ``GET /v1/tasks/{id}``.
@@ -140,12 +120,8 @@ class RunwayProvider:
             ProviderTransientError: Rate limit, server error, timeout, connection failure.
             ProviderPermanentError: Unknown task, bad key, ...
         """
-        task = self._task(job_id, "get task")
-        raw = str(task.get("status"))
-        state = _RUNWAY_STATES.get(raw)
-        if state is None:
-            logger.warning("runway job %s has unknown status %r", job_id, raw)
-            state = "running"
+        task = self._task(job_id)
+        state = self._job_state(job_id, task.get("status"), _RUNWAY_STATES)
         progress = task.get("progress")
         error = None
         if state == "failed":
@@ -172,34 +148,17 @@ class RunwayProvider:
             ProviderTransientError: Rate limit, server error, dropped connection.
             ProviderPermanentError: Not succeeded, no output, or over `max_download_bytes`.
         """
-        task = self._task(job_id, "get task")
+        task = self._task(job_id)
         output = task.get("output")
         url = output[0] if isinstance(output, list) and output else None
         if task.get("status") != "SUCCEEDED" or not isinstance(url, str):
             raise ProviderPermanentError(
                 f"the Runway task {job_id} has no output (status {task.get('status')!r})",
-                provider=_PROVIDER,
+                provider=self.provider,
             )
-        written = 0
-        with atomic_output(dest) as tmp:
-            try:
-                with self._http.stream("GET", url) as response, tmp.open("wb") as fh:
-                    if response.status_code >= 400:
-                        response.read()
-                        raise _status_error(response, "download video")
-                    for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
-                        written += len(chunk)
-                        if written > self.max_download_bytes:
-                            raise ProviderPermanentError(
-                                f"the video of job {job_id} is larger than "
-                                f"{self.max_download_bytes} bytes",
-                                provider=_PROVIDER,
-                            )
-                        fh.write(chunk)
-            except httpx.HTTPError as exc:
-                raise _transport_error(exc, "download video") from exc
-        logger.info("runway job %s downloaded: %d bytes", job_id, written)
-        return dest
+        with self._calling("download video"), self._http.stream("GET", url) as response:
+            _raise_for_error(response)
+            return self._write_video(job_id, dest, response.iter_bytes(DOWNLOAD_CHUNK_BYTES))
 
     def cancel(self, job_id: str) -> bool:
         """Cancel (or delete) the task: one ``DELETE /v1/tasks/{id}``.
@@ -216,10 +175,18 @@ class RunwayProvider:
             return False
         return True
 
+    def _classify(self, exc: Exception, what: str) -> ProviderError:
+        if isinstance(exc, httpx.HTTPStatusError):
+            return _status_error(exc.response, what)
+        return ProviderTransientError(
+            f"connection to Runway failed during {what} ({type(exc).__name__})",
+            provider=self.provider,
+        )
+
     # -- HTTP --
 
-    def _task(self, job_id: str, what: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/tasks/{job_id}", what)
+    def _task(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/tasks/{job_id}", "get task")
 
     def _json(
         self,
@@ -235,11 +202,11 @@ class RunwayProvider:
             data = response.json()
         except ValueError as exc:
             raise ProviderPermanentError(
-                f"Runway sent an unreadable response to {what}", provider=_PROVIDER
+                f"Runway sent an unreadable response to {what}", provider=self.provider
             ) from exc
         if not isinstance(data, dict):
             raise ProviderPermanentError(
-                f"Runway sent an unexpected response to {what}", provider=_PROVIDER
+                f"Runway sent an unexpected response to {what}", provider=self.provider
             )
         return data
 
@@ -252,18 +219,22 @@ class RunwayProvider:
         json: Mapping[str, object] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        try:
+        with self._calling(what):
             response = self._http.request(
                 method,
                 f"{self._base_url}{path}",
                 json=json,
                 headers={**self._headers, **(headers or {})},
             )
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, what) from exc
-        if response.status_code >= 400:
-            raise _status_error(response, what)
+            _raise_for_error(response)
         return response
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    """Raise `httpx.HTTPStatusError` on a 4xx or 5xx, with the body read for its message."""
+    if response.is_error:
+        response.read()
+        response.raise_for_status()
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -286,19 +257,8 @@ def _status_error(response: httpx.Response, what: str) -> ProviderError:
     if isinstance(body, dict):
         detail = str(body.get("error") or body.get("message") or "")
     message = f"Runway returned HTTP {status} to {what}" + (f": {detail}" if detail else "")
-    error: ProviderError
     if status in _TRANSIENT_STATUS or status >= 500:
-        error = ProviderTransientError(
-            message, provider=_PROVIDER, status_code=status, retry_after_s=_retry_after(response)
+        return ProviderTransientError(
+            message, provider="runway", status_code=status, retry_after_s=_retry_after(response)
         )
-    else:
-        error = ProviderPermanentError(message, provider=_PROVIDER, status_code=status)
-    logger.warning("runway %s failed: %s (status %s)", what, type(error).__name__, status)
-    return error
-
-
-def _transport_error(exc: httpx.HTTPError, what: str) -> ProviderTransientError:
-    logger.warning("runway %s failed: %s", what, type(exc).__name__)
-    return ProviderTransientError(
-        f"connection to Runway failed during {what} ({type(exc).__name__})", provider=_PROVIDER
-    )
+    return ProviderPermanentError(message, provider="runway", status_code=status)

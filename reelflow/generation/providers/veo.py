@@ -34,27 +34,16 @@ from google.genai import types as genai_types
 
 from reelflow.chat.answerers import classify_gemini_error
 from reelflow.core.provider_errors import ProviderError, ProviderPermanentError
-from reelflow.generation.capabilities import (
+from reelflow.generation.providers.base import (
     DEFAULT_MAX_DOWNLOAD_BYTES,
     GenerationJobRequest,
     JobStatus,
-    check_request,
-    get_capabilities,
+    RemoteVideoProvider,
 )
-from reelflow.media.ffmpeg import atomic_output
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_VEO_MODEL = "veo-3.0-generate-001"
-_PROVIDER = "veo"
 _TIMEOUT_MS = 60_000
-
-_SDK_ERRORS = (
-    genai_errors.APIError,
-    genai_errors.UnknownApiResponseError,
-    httpx.HTTPError,
-    httpx2.HTTPError,
-)
 
 
 def build_veo_client(api_key: str, base_url: str | None = None) -> genai.Client:
@@ -78,19 +67,25 @@ def build_veo_client(api_key: str, base_url: str | None = None) -> genai.Client:
     )
 
 
-class VeoProvider:
+class VeoProvider(RemoteVideoProvider):
     """Veo through ``google-genai``: each method makes exactly one HTTP request.
 
     Use a client from `build_veo_client` (retries off); a client with retries on would
-    repeat requests behind Temporal's back.
+    repeat requests behind Temporal's back. Vertex takes no idempotency key.
     """
 
-    provider = _PROVIDER
+    provider = "veo"
+    wire_errors = (
+        genai_errors.APIError,
+        genai_errors.UnknownApiResponseError,
+        httpx.HTTPError,
+        httpx2.HTTPError,
+    )
 
     def __init__(
         self,
         client: genai.Client,
-        model: str = DEFAULT_VEO_MODEL,
+        model: str | None = None,
         *,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
     ) -> None:
@@ -99,43 +94,21 @@ class VeoProvider:
         Raises:
             UnsupportedRequest: Unknown model.
         """
-        self.capabilities = get_capabilities(_PROVIDER, model)
-        self.model = model
-        self.max_download_bytes = max_download_bytes
+        super().__init__(model, max_download_bytes=max_download_bytes)
         self._client = client
 
-    def submit(self, request: GenerationJobRequest) -> str:
-        """Start a generation: one ``predictLongRunning``; returns the operation name.
-
-        Raises:
-            UnsupportedRequest: The model cannot make the request (nothing is sent).
-            ValueError: Empty prompt.
-            ProviderTransientError: Rate limit, server error, timeout, connection failure.
-            ProviderPermanentError: The API rejected the request.
-        """
-        check_request(
-            self.capabilities, request.duration_s, request.aspect_ratio, request.resolution
+    def _start_job(self, request: GenerationJobRequest) -> str | None:
+        """One ``predictLongRunning``; the operation's name is the job id."""
+        operation = self._client.models.generate_videos(
+            model=self.model,
+            source=genai_types.GenerateVideosSource(prompt=request.prompt),
+            config=genai_types.GenerateVideosConfig(
+                aspect_ratio=request.aspect_ratio,
+                duration_seconds=request.duration_s,
+                resolution=request.resolution,
+                number_of_videos=1,
+            ),
         )
-        if not request.prompt.strip():
-            raise ValueError("prompt must not be empty")
-        try:
-            operation = self._client.models.generate_videos(
-                model=self.model,
-                source=genai_types.GenerateVideosSource(prompt=request.prompt),
-                config=genai_types.GenerateVideosConfig(
-                    aspect_ratio=request.aspect_ratio,
-                    duration_seconds=request.duration_s,
-                    resolution=request.resolution,
-                    number_of_videos=1,
-                ),
-            )
-        except _SDK_ERRORS as exc:
-            raise _classified(exc, "generate videos") from exc
-        if not operation.name:
-            raise ProviderPermanentError(
-                "Veo accepted the request but named no operation", provider=_PROVIDER
-            )
-        logger.info("veo job %s submitted (%s)", operation.name, self.model)
         return operation.name
 
     def status(self, job_id: str) -> JobStatus:
@@ -163,12 +136,12 @@ class VeoProvider:
         operation = self._fetch(job_id, "download video")
         if not operation.done:
             raise ProviderPermanentError(
-                f"the Veo operation {job_id} is not done yet", provider=_PROVIDER
+                f"the Veo operation {job_id} is not done yet", provider=self.provider
             )
         failure = _failure(operation)
         if failure is not None:
             raise ProviderPermanentError(
-                f"the Veo operation {job_id} failed: {failure}", provider=_PROVIDER
+                f"the Veo operation {job_id} failed: {failure}", provider=self.provider
             )
         video = _first_video(operation)
         data = video.video_bytes if video is not None else None
@@ -176,17 +149,9 @@ class VeoProvider:
             where = video.uri if video is not None and video.uri else "nowhere"
             raise ProviderPermanentError(
                 f"the Veo operation {job_id} returned no inline video (stored at {where})",
-                provider=_PROVIDER,
+                provider=self.provider,
             )
-        if len(data) > self.max_download_bytes:
-            raise ProviderPermanentError(
-                f"the video of job {job_id} is larger than {self.max_download_bytes} bytes",
-                provider=_PROVIDER,
-            )
-        with atomic_output(dest) as tmp:
-            tmp.write_bytes(data)
-        logger.info("veo job %s downloaded: %d bytes", job_id, len(data))
-        return dest
+        return self._write_video(job_id, dest, [data])
 
     def cancel(self, job_id: str) -> bool:
         """Veo operations cannot be canceled through the SDK: always False, no request."""
@@ -194,13 +159,19 @@ class VeoProvider:
         return False
 
     def _fetch(self, job_id: str, what: str) -> genai_types.GenerateVideosOperation:
-        try:
+        with self._calling(what):
             return self._client.operations.get(
                 # `name` sits on the SDK's non-pydantic `Operation` base, unseen by mypy.
                 genai_types.GenerateVideosOperation.model_validate({"name": job_id})
             )
-        except _SDK_ERRORS as exc:
-            raise _classified(exc, what) from exc
+
+    def _classify(self, exc: Exception, what: str) -> ProviderError:
+        error = classify_gemini_error(exc)
+        if not isinstance(error, ProviderError):
+            error = ProviderPermanentError(f"Veo client error: {exc}", provider=self.provider)
+        # The Gemini classifier names "gemini"; the attempt was Veo's.
+        error.provider = self.provider
+        return error
 
 
 def _first_video(operation: genai_types.GenerateVideosOperation) -> genai_types.Video | None:
@@ -222,12 +193,3 @@ def _failure(operation: genai_types.GenerateVideosOperation) -> str | None:
     if reasons:
         return "filtered by the provider's safety checks: " + "; ".join(reasons)
     return "the provider reported the job done without a video"
-
-
-def _classified(exc: Exception, what: str) -> ProviderError:
-    error = classify_gemini_error(exc)
-    if not isinstance(error, ProviderError):
-        error = ProviderPermanentError(f"Veo client error: {exc}", provider=_PROVIDER)
-    error.provider = _PROVIDER
-    logger.warning("veo %s failed: %s (status %s)", what, type(error).__name__, error.status_code)
-    return error

@@ -13,16 +13,9 @@ from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
-from reelflow.generation.capabilities import (
-    QUALITY_LOCAL,
-    GenerationJobRequest,
-    JobStatus,
-    LocalRenderer,
-    LocalRendererFaults,
-    ModelCapabilities,
-    VideoProvider,
-    get_capabilities,
-)
+from reelflow.generation.capabilities import QUALITY_LOCAL, ModelCapabilities, get_capabilities
+from reelflow.generation.providers.base import GenerationJobRequest, JobStatus, VideoProvider
+from reelflow.generation.providers.local import LocalRenderer, LocalRendererFaults
 from reelflow.media.validation import ASPECT_RATIOS
 
 TEST_FPS = 12

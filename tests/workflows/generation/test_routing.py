@@ -10,15 +10,11 @@ import pytest
 
 from reelflow.core.pricing import generation_price_model, price_for
 from reelflow.core.settings import Settings
-from reelflow.generation.capabilities import (
-    CAPABILITIES,
-    NoRouteAvailable,
-    UnsupportedRequest,
-    VideoProvider,
-    get_capabilities,
-)
+from reelflow.generation.capabilities import CAPABILITIES, UnsupportedRequest, get_capabilities
+from reelflow.generation.providers.base import VideoProvider
 from reelflow.generation.routing import (
     GenerationSpec,
+    NoRouteAvailable,
     ProviderRegistry,
     approval_reasons,
     build_provider_registry,

@@ -8,15 +8,12 @@ import openai
 import pytest
 
 from reelflow.core.provider_errors import ProviderPermanentError, ProviderTransientError
-from reelflow.generation.capabilities import (
-    GenerationJobRequest,
-    SoraProvider,
-    UnsupportedRequest,
-    VideoProvider,
-)
+from reelflow.generation.providers.base import GenerationJobRequest, VideoProvider
+from reelflow.generation.providers.sora import SoraProvider
 from reelflow.media.validation import ExpectedVideo, validate_video
 from tests.generation.helpers import job_request
-from tests.generation.sora_server import FakeSoraServer, ScriptedResponse, openai_error
+from tests.generation.providers.fake_http import Answer
+from tests.generation.providers.sora_server import FakeSoraServer, openai_error
 
 # The SDK marks its video methods deprecated (OpenAI announced the Sora API's shutdown for
 # 2026-09-24); the wire format is what is under test here.
@@ -64,16 +61,6 @@ def test_fifteen_seconds_and_1080p_reach_the_wire(
     assert fake_sora.requests[0].form["seconds"] == "15"
     assert fake_sora.requests[0].form["size"] == "1920x1080"
     assert fake_sora.requests[0].form["model"] == "sora-2-pro"
-
-
-def test_unsupported_request_sends_nothing(sora: SoraProvider, fake_sora: FakeSoraServer) -> None:
-    with pytest.raises(UnsupportedRequest, match="allowed: 4, 8, 12, 15"):
-        sora.submit(job_request(duration_s=5, resolution="720p"))
-    with pytest.raises(UnsupportedRequest, match="allowed: 720p"):
-        sora.submit(job_request(duration_s=4, resolution="1080p"))
-    with pytest.raises(ValueError, match="prompt"):
-        sora.submit(job_request(prompt="  ", duration_s=4, resolution="720p"))
-    assert fake_sora.requests == []
 
 
 def test_status_follows_the_job_to_completion(
@@ -189,7 +176,7 @@ def test_rate_limit_then_success_is_a_caller_level_retry(
 def test_status_errors_are_classified_with_one_request(
     sora: SoraProvider,
     fake_sora: FakeSoraServer,
-    response: ScriptedResponse,
+    response: Answer,
     kind: type[Exception],
     status: int,
 ) -> None:
@@ -206,7 +193,7 @@ def test_status_errors_are_classified_with_one_request(
 def test_timeout_is_transient(fake_sora: FakeSoraServer) -> None:
     client = openai.OpenAI(api_key="sk-test-key", base_url=fake_sora.base_url, timeout=0.3)
     provider = SoraProvider(client)
-    fake_sora.enqueue(ScriptedResponse(200, {}, delay_s=1.5))
+    fake_sora.enqueue(Answer(200, {}, delay_s=1.5))
 
     with pytest.raises(ProviderTransientError, match="timed out"):
         provider.submit(_request())

@@ -9,14 +9,11 @@ from pathlib import Path
 import pytest
 
 from reelflow.core.provider_errors import ProviderPermanentError
-from reelflow.generation.capabilities import (
-    LocalRenderer,
-    LocalRendererFaults,
-    UnsupportedRequest,
-    VideoProvider,
-)
+from reelflow.generation.capabilities import UnsupportedRequest
+from reelflow.generation.providers.base import VideoProvider
+from reelflow.generation.providers.local import LocalRenderer, LocalRendererFaults
 from reelflow.media.validation import ExpectedVideo, ValidationReport, validate_video
-from tests.generation.helpers import PROMPT, job_request
+from tests.generation.helpers import PROMPT, job_request, wait_for
 
 MAX_BYTES = 50 * 1024 * 1024
 
@@ -34,7 +31,7 @@ def _render(
     renderer = LocalRenderer(jobs, faults=faults, fps=12)
     req = job_request(duration_s=duration_s, aspect_ratio=aspect_ratio, resolution=resolution)
     job_id = renderer.submit(req)
-    status = renderer.wait(job_id, timeout_s=60)
+    status = wait_for(renderer, job_id, timeout_s=60)
     assert status.state == "succeeded", status
     video = renderer.download(job_id, tmp_path / "out.mp4")
     expected = ExpectedVideo(req.duration_s, req.aspect_ratio, req.resolution)
@@ -92,11 +89,11 @@ def test_prompt_is_drawn_as_text_not_parsed(
     # PROMPT holds ':', ';', '%{...}', quotes and backslashes: drawtext must show it, not
     # fail and fall back to a video without the caption.
     outputs = []
-    with caplog.at_level(logging.WARNING, logger="reelflow.generation.capabilities"):
+    with caplog.at_level(logging.WARNING, logger="reelflow.generation.providers.local"):
         for name, prompt in (("nasty", PROMPT), ("plain", "Another prompt")):
             renderer = LocalRenderer(tmp_path / name, fps=12)
             job_id = renderer.submit(job_request(prompt=prompt))
-            assert renderer.wait(job_id).state == "succeeded"
+            assert wait_for(renderer, job_id).state == "succeeded"
             outputs.append((tmp_path / name / f"{job_id}.out").read_bytes())
 
     assert not caplog.records, [r.getMessage() for r in caplog.records]
@@ -143,7 +140,7 @@ def test_failed_job_reports_failure_and_cannot_be_downloaded(tmp_path: Path) -> 
     renderer = LocalRenderer(tmp_path / "jobs", faults=LocalRendererFaults(job_failed=True))
     job_id = renderer.submit(job_request())
 
-    status = renderer.wait(job_id)
+    status = wait_for(renderer, job_id)
 
     assert status.state == "failed"
     assert status.error is not None and "simulated failure" in status.error
@@ -155,11 +152,11 @@ def test_failed_job_reports_failure_and_cannot_be_downloaded(tmp_path: Path) -> 
 def test_same_key_gives_same_job_and_one_render(tmp_path: Path) -> None:
     renderer = LocalRenderer(tmp_path / "jobs", fps=12)
     first = renderer.submit(job_request("gen-7/attempt-1"))
-    renderer.wait(first)
+    wait_for(renderer, first)
 
     again = LocalRenderer(tmp_path / "jobs", fps=12).submit(job_request("gen-7/attempt-1"))
     other = renderer.submit(job_request("gen-7/attempt-2"))
-    renderer.wait(other)
+    wait_for(renderer, other)
 
     assert again == first
     assert other != first
@@ -188,7 +185,7 @@ def test_concurrent_submits_with_one_key_make_one_job(tmp_path: Path) -> None:
 
     renderer = LocalRenderer(jobs)
     assert len(set(ids)) == 1
-    assert renderer.wait(ids[0]).state == "succeeded"
+    assert wait_for(renderer, ids[0]).state == "succeeded"
     assert renderer.submit_count("race") == 6
     assert renderer.jobs_created("race") == 1
     assert renderer.renders_started("race") == 1
@@ -206,7 +203,7 @@ def test_reusing_a_key_for_another_request_is_refused(tmp_path: Path) -> None:
 def test_state_survives_recreating_the_renderer(tmp_path: Path) -> None:
     jobs = tmp_path / "jobs"
     job_id = LocalRenderer(jobs, fps=12).submit(job_request("persist"))
-    LocalRenderer(jobs).wait(job_id)
+    wait_for(LocalRenderer(jobs), job_id)
 
     fresh = LocalRenderer(jobs)
     status = fresh.status(job_id)
@@ -226,7 +223,7 @@ def test_a_job_whose_submitter_died_is_rendered_by_the_next_poller(tmp_path: Pat
 
     poller = LocalRenderer(jobs, fps=12)
     assert poller.status(job_id).state in ("queued", "running")
-    assert poller.wait(job_id).state == "succeeded"
+    assert wait_for(poller, job_id).state == "succeeded"
     assert poller.jobs_created("orphan") == 1
     assert poller.renders_started("orphan") == 1
 
@@ -248,7 +245,7 @@ def test_latency_keeps_the_job_running_with_progress(tmp_path: Path) -> None:
     assert renderer.renders_started("slow") == 0
 
     now[0] += 600
-    assert renderer.wait(job_id).state == "succeeded"
+    assert wait_for(renderer, job_id).state == "succeeded"
     assert renderer.renders_started("slow") == 1
 
 
@@ -259,7 +256,7 @@ def test_cancel_while_running_stops_the_job(tmp_path: Path) -> None:
     assert renderer.cancel(job_id) is True
     assert renderer.cancel(job_id) is True  # idempotent
 
-    status = renderer.wait(job_id, timeout_s=5)
+    status = wait_for(renderer, job_id, timeout_s=5)
     assert status.state == "canceled"
     assert status.progress is None
     assert renderer.renders_started("cancel-me") == 0
@@ -270,7 +267,7 @@ def test_cancel_while_running_stops_the_job(tmp_path: Path) -> None:
 def test_cancel_after_success_reports_false(tmp_path: Path) -> None:
     renderer = LocalRenderer(tmp_path, fps=12)
     job_id = renderer.submit(job_request("done"))
-    renderer.wait(job_id)
+    wait_for(renderer, job_id)
     assert renderer.cancel(job_id) is False
     assert renderer.status(job_id).state == "succeeded"
 
