@@ -9,14 +9,18 @@ that the activity layer can decide on retrying without knowing any SDK's excepti
 from __future__ import annotations
 
 import logging
+import re
+from typing import TYPE_CHECKING
 
-import openai
+if TYPE_CHECKING:
+    import google.genai.errors
+    import openai
 
 logger = logging.getLogger(__name__)
 
 # Status codes the OpenAI SDK itself would retry (see `_should_retry` in its base client):
 # request timeout, lock conflict, rate limit, and every server error.
-_TRANSIENT_STATUS = frozenset({408, 409, 429})
+TRANSIENT_STATUS = frozenset({408, 409, 429})
 
 
 class ProviderError(Exception):
@@ -54,7 +58,7 @@ class ProviderPermanentError(ProviderError):
     code = "provider_rejected"
 
 
-def _retry_after_seconds(response_headers: object) -> float | None:
+def retry_after_seconds(response_headers: object) -> float | None:
     """Read a numeric ``Retry-After`` (or OpenAI's ``retry-after-ms``) header, if present."""
     get = getattr(response_headers, "get", None)
     if get is None:
@@ -94,6 +98,10 @@ def classify_openai_error(exc: Exception) -> Exception:
     Returns:
         A ProviderTransientError, a ProviderPermanentError, or ``exc`` itself.
     """
+    # Imported here so that the error classes cost callers nothing: the SDK is loaded
+    # already wherever an OpenAI call could have failed.
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         return ProviderTransientError("OpenAI request timed out", provider="openai")
     if isinstance(exc, openai.APIConnectionError):
@@ -103,11 +111,11 @@ def classify_openai_error(exc: Exception) -> Exception:
         code = _error_code(exc)
         # The SDK's message is the server's error text; OpenAI already masks keys in it.
         message = f"OpenAI returned HTTP {status}: {exc.message}"
-        retry_after = _retry_after_seconds(exc.response.headers)
+        retry_after = retry_after_seconds(exc.response.headers)
         if status == 429 and code == "insufficient_quota":
             # Same status as a rate limit, but only a billing change helps, not waiting.
             return ProviderPermanentError(message, provider="openai", status_code=status)
-        if status in _TRANSIENT_STATUS or status >= 500:
+        if status in TRANSIENT_STATUS or status >= 500:
             return ProviderTransientError(
                 message, provider="openai", status_code=status, retry_after_s=retry_after
             )
@@ -117,3 +125,64 @@ def classify_openai_error(exc: Exception) -> Exception:
         # produce the same result.
         return ProviderPermanentError(f"OpenAI client error: {exc}", provider="openai")
     return exc
+
+
+def classify_gemini_error(exc: Exception) -> Exception:
+    """Map an exception from the google-genai SDK onto a ProviderError subclass.
+
+    ``APIError`` carries the HTTP status in ``code``, both for rejected requests and for
+    error objects inside an accepted stream (``data: {"error": {"code": 503, ...}}``).
+    A stream that breaks off surfaces as the HTTP library's own transport error.
+
+    Args:
+        exc: The exception caught around the SDK call or the stream's iteration.
+
+    Returns:
+        A ProviderTransientError, a ProviderPermanentError, or ``exc`` itself.
+    """
+    # Imported here so that the error classes cost callers nothing (see classify_openai_error).
+    import httpx
+    import httpx2
+    from google.genai import errors
+
+    provider = "gemini"
+    if isinstance(exc, errors.APIError):
+        status = int(exc.code) if isinstance(exc.code, int) else None
+        message = f"Gemini returned {status} {exc.status or ''}: {exc.message or ''}".strip()
+        if status is not None and (status in TRANSIENT_STATUS or status >= 500):
+            return ProviderTransientError(
+                message,
+                provider=provider,
+                status_code=status,
+                retry_after_s=_gemini_retry_delay(exc),
+            )
+        return ProviderPermanentError(message, provider=provider, status_code=status)
+    if isinstance(exc, (httpx.TimeoutException, httpx2.TimeoutException)):
+        return ProviderTransientError("Gemini request timed out", provider=provider)
+    if isinstance(exc, (httpx.TransportError, httpx2.TransportError)):
+        return ProviderTransientError(
+            f"connection to Gemini failed ({type(exc).__name__})", provider=provider
+        )
+    if isinstance(exc, errors.UnknownApiResponseError):
+        return ProviderPermanentError(
+            f"Gemini sent an unreadable response: {exc}", provider=provider
+        )
+    return exc
+
+
+_RETRY_DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def _gemini_retry_delay(exc: google.genai.errors.APIError) -> float | None:
+    """The wait Google suggests: a ``Retry-After`` header or a ``RetryInfo`` detail."""
+    from_header = retry_after_seconds(getattr(exc.response, "headers", None))
+    if from_header is not None:
+        return from_header
+    details = exc.details.get("error", exc.details) if isinstance(exc.details, dict) else None
+    entries = details.get("details") if isinstance(details, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and str(entry.get("@type", "")).endswith("RetryInfo"):
+            match = _RETRY_DELAY.match(str(entry.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None

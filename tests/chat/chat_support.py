@@ -21,7 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
-from reelflow.chat.answerers import Answerer, AnthropicAnswerer, build_anthropic_client
+from reelflow.chat.answerers import Answerer
+from reelflow.chat.providers.claude import AnthropicAnswerer, build_anthropic_client
 from reelflow.core.db import session_factory
 from reelflow.core.settings import Settings
 from reelflow.core.storage import LocalStorage

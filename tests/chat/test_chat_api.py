@@ -17,14 +17,9 @@ from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reelflow.chat.answerers import (
-    NOTHING_INDEXED,
-    OFFLINE_NOTICE,
-    SYSTEM_PROMPT,
-    OpenAIAnswerer,
-    build_openai_chat_client,
-    format_timestamp,
-)
+from reelflow.chat.answerers import NOTHING_INDEXED, SYSTEM_PROMPT, format_timestamp
+from reelflow.chat.offline import OFFLINE_NOTICE
+from reelflow.chat.providers.gpt import OpenAIAnswerer, build_openai_chat_client
 from reelflow.chat.service import (
     record_answer_usage,
     record_query_embedding,

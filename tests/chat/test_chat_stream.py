@@ -15,7 +15,8 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reelflow.chat.answerers import OFFLINE_NOTICE, estimate_tokens
+from reelflow.chat.answerers import estimate_tokens
+from reelflow.chat.offline import OFFLINE_NOTICE
 from reelflow.core.db import session_factory
 from reelflow.search.embedding import LocalMiniLMEmbedder
 from schemas.chat_tables import ChatMessage

@@ -9,12 +9,11 @@ import pytest
 from reelflow.chat.answerers import (
     SYSTEM_PROMPT,
     AnswerInterrupted,
-    AnthropicAnswerer,
     TextDelta,
-    build_anthropic_client,
     build_prompt,
     estimate_tokens,
 )
+from reelflow.chat.providers.claude import AnthropicAnswerer, build_anthropic_client
 from reelflow.core.provider_errors import (
     ProviderError,
     ProviderPermanentError,

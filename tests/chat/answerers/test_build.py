@@ -8,12 +8,12 @@ from reelflow.chat.answerers import (
     DEFAULT_ANTHROPIC_MODEL,
     DEFAULT_GEMINI_MODEL,
     DEFAULT_OPENAI_MODEL,
-    AnthropicAnswerer,
-    GeminiAnswerer,
-    OfflineAnswerer,
-    OpenAIAnswerer,
     build_answerer,
 )
+from reelflow.chat.offline import OfflineAnswerer
+from reelflow.chat.providers.claude import AnthropicAnswerer
+from reelflow.chat.providers.gemini import GeminiAnswerer
+from reelflow.chat.providers.gpt import OpenAIAnswerer
 from reelflow.core.settings import SettingsError
 from tests.chat.answerers.samples import collect, sample_request
 from tests.chat.answerers.servers import FakeLLMServer, openai_stream

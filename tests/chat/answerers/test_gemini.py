@@ -6,15 +6,9 @@ import httpx2
 import pytest
 from google.genai import errors as genai_errors
 
-from reelflow.chat import answerers
-from reelflow.chat.answerers import (
-    SYSTEM_PROMPT,
-    AnswerInterrupted,
-    GeminiAnswerer,
-    TextDelta,
-    build_gemini_client,
-    build_prompt,
-)
+from reelflow.chat.answerers import SYSTEM_PROMPT, AnswerInterrupted, TextDelta, build_prompt
+from reelflow.chat.providers import gemini
+from reelflow.chat.providers.gemini import GeminiAnswerer, build_gemini_client
 from reelflow.core.provider_errors import (
     ProviderError,
     ProviderPermanentError,
@@ -267,13 +261,13 @@ def test_client_reports_each_response_it_opens(llm_server: FakeLLMServer) -> Non
     # client reported, instead of waiting for garbage collection to do it.
     llm_server.enqueue(gemini_stream(["Hi"], prompt_tokens=1, candidates_tokens=[1]))
     client = build_gemini_client("gm-test-key", llm_server.url)
-    opened: list[answerers._Closable] = []
-    token = answerers._gemini_responses.set(opened)
+    opened: list[gemini._Closable] = []
+    token = gemini._gemini_responses.set(opened)
     try:
         chunks = client.models.generate_content_stream(model=MODEL, contents="Hi")
         next(iter(chunks))
     finally:
-        answerers._gemini_responses.reset(token)
+        gemini._gemini_responses.reset(token)
     assert len(opened) == 1
     assert isinstance(opened[0], httpx2.Response)
     assert not opened[0].is_closed

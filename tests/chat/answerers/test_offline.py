@@ -6,14 +6,13 @@ import re
 
 from reelflow.chat.answerers import (
     NOTHING_INDEXED,
-    OFFLINE_NOTICE,
     AnswerRequest,
-    OfflineAnswerer,
     Passage,
     build_prompt,
     estimate_prompt_tokens,
     estimate_tokens,
 )
+from reelflow.chat.offline import OFFLINE_NOTICE, OfflineAnswerer
 from tests.chat.answerers.samples import collect, history
 
 PASSAGES = (

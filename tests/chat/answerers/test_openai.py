@@ -8,13 +8,12 @@ import pytest
 from reelflow.chat.answerers import (
     SYSTEM_PROMPT,
     AnswerInterrupted,
-    OpenAIAnswerer,
     TextDelta,
-    build_openai_chat_client,
     build_prompt,
     estimate_prompt_tokens,
     estimate_tokens,
 )
+from reelflow.chat.providers.gpt import OpenAIAnswerer, build_openai_chat_client
 from reelflow.core.provider_errors import (
     ProviderError,
     ProviderPermanentError,

@@ -12,7 +12,8 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from reelflow.core.storage import MIN_PART_SIZE, LocalStorage, S3Storage, Storage
+from reelflow.core.s3_storage import S3Storage
+from reelflow.core.storage import MIN_PART_SIZE, LocalStorage, Storage
 from tests.core.storage.storage_helpers import Backend
 
 if TYPE_CHECKING:

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-import reelflow.core.storage as storage_module
+import reelflow.core.s3_storage as s3_module
+from reelflow.core.s3_storage import S3Storage
 from reelflow.core.settings import Settings
 from reelflow.core.storage import (
     InvalidKey,
     LocalStorage,
     ObjectNotFound,
     ObjectTooLarge,
-    S3Storage,
     Storage,
     build_storage,
 )
@@ -389,7 +389,7 @@ def test_delete_prefix_on_missing_prefix_is_a_no_op(storage: Storage) -> None:
 
 def test_delete_prefix_many_objects(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     # Shrink S3's DeleteObjects batch so several batches run without thousands of objects.
-    monkeypatch.setattr(storage_module, "_DELETE_BATCH", 7)
+    monkeypatch.setattr(s3_module, "_DELETE_BATCH", 7)
     count = 30
     keys = [f"tenants/t1/frames/{i:05d}.jpg" for i in range(count)]
     for key in keys:

@@ -1,0 +1,1 @@
+"""Chat answerers on the providers' official SDKs; each module imports only its own SDK."""
