@@ -41,8 +41,8 @@ async def search(
         query_vector=batch.vectors[0].tolist(),
         k=k,
         embedding_model=embedder.model_name,
-        video_id=video_id,
         collection_id=collection_id,
+        video_ids=None if video_id is None else (video_id,),
     )
     return SearchResponse(
         results=[

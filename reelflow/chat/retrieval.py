@@ -7,8 +7,9 @@ One call of :meth:`Retriever.retrieve`:
    question is not even embedded (an embedding provider would bill for it).
 2. **Embed** the question with the same embedder the chunks were indexed with, in a worker
    thread (model inference and SDK calls block).
-3. **Search** pgvector, scoped to the tenant and optionally to a collection and/or a list of
-   videos, for :data:`CANDIDATES` chunks.
+3. **Search** pgvector with :func:`reelflow.search.vectors.search_chunks`, the query
+   `GET /v1/search` runs too, scoped to the tenant and optionally to a collection and/or a
+   list of videos, for :data:`CANDIDATES` chunks.
 4. **Rank**: cosine similarity plus two settable boosts (seed 004),
    ``score = similarity + recency_boost * recency + popularity_boost * popularity``, where
    recency is 1 for a video created now and halves every :data:`RECENCY_HALF_LIFE_DAYS`
@@ -37,14 +38,14 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import anyio.to_thread
-from sqlalchemy import Float, and_, exists, func, select, text
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from reelflow.chat.answerers import Passage, estimate_tokens
 from reelflow.core.db import SessionFactory
 from reelflow.search.embedding import Embedder, EmbeddingBatch
-from reelflow.search.vectors import EF_SEARCH, SearchHit, search_chunks
-from schemas.tables import Chunk, Video
+from reelflow.search.vectors import SearchHit, search_chunks
+from schemas.tables import Video
 
 CANDIDATES = 24
 """Chunks fetched from the index before boosts re-rank them and the budget cuts them."""
@@ -280,104 +281,6 @@ async def has_indexed_videos(
     return bool(await session.scalar(select(exists().where(and_(*conditions)))))
 
 
-# The same per-transaction settings as `reelflow.search.vectors.search_chunks` (SET LOCAL): a larger
-# candidate list, and iterative scans so a selective filter still yields k rows.
-_TUNE_SCAN = text(
-    """
-    SELECT set_config('hnsw.ef_search', :ef_search, true),
-           set_config('hnsw.iterative_scan', 'strict_order', true)
-    WHERE EXISTS (
-        SELECT 1 FROM pg_extension
-        WHERE extname = 'vector'
-          AND string_to_array(split_part(extversion, '-', 1), '.')::int[] >= ARRAY[0, 8]
-    )
-    """
-)
-_TUNE_EF_ONLY = text("SELECT set_config('hnsw.ef_search', :ef_search, true)")
-
-
-async def _search_video_list(
-    session: AsyncSession,
-    *,
-    tenant_id: uuid.UUID,
-    query_vector: Sequence[float],
-    k: int,
-    embedding_model: str,
-    video_ids: Sequence[uuid.UUID],
-    collection_id: uuid.UUID | None,
-) -> list[SearchHit]:
-    """Like ``search_chunks`` but over several videos (``video_id = ANY(...)``)."""
-    params = {"ef_search": str(max(EF_SEARCH, k))}
-    if (await session.execute(_TUNE_SCAN, params)).first() is None:
-        await session.execute(_TUNE_EF_ONLY, params)
-    distance = Chunk.embedding.op("<=>", return_type=Float())([float(x) for x in query_vector])
-    statement = (
-        select(
-            Chunk.id,
-            Chunk.video_id,
-            Chunk.start_s,
-            Chunk.end_s,
-            Chunk.text,
-            distance.label("distance"),
-        )
-        .where(
-            Chunk.tenant_id == tenant_id,
-            Chunk.embedding_model == embedding_model,
-            Chunk.embedding.is_not(None),
-            Chunk.video_id.in_(video_ids),
-        )
-        .order_by(distance)
-        .limit(k)
-    )
-    if collection_id is not None:
-        statement = statement.where(Chunk.collection_id == collection_id)
-    rows = await session.execute(statement)
-    return [
-        SearchHit(
-            chunk_id=row.id,
-            video_id=row.video_id,
-            start_s=row.start_s,
-            end_s=row.end_s,
-            text=row.text,
-            distance=float(row.distance),
-        )
-        for row in rows
-    ]
-
-
-async def nearest_chunks(
-    session: AsyncSession,
-    *,
-    tenant_id: uuid.UUID,
-    query_vector: Sequence[float],
-    k: int,
-    embedding_model: str,
-    scope: RetrievalScope,
-) -> list[SearchHit]:
-    """The ``k`` chunks in scope nearest to ``query_vector``, nearest first."""
-    videos = scope.video_ids
-    if videos is None or len(videos) == 1:
-        # The production search path of `GET /v1/search`, the one its benchmark measures.
-        return await search_chunks(
-            session,
-            tenant_id=tenant_id,
-            query_vector=query_vector,
-            k=k,
-            embedding_model=embedding_model,
-            video_id=videos[0] if videos else None,
-            collection_id=scope.collection_id,
-        )
-    return await _search_video_list(
-        session,
-        tenant_id=tenant_id,
-        query_vector=query_vector,
-        k=k,
-        embedding_model=embedding_model,
-        video_ids=videos,
-        collection_id=scope.collection_id,
-    )
-
-
 # --- the retriever -----------------------------------------------------------------------------
 
 
@@ -474,13 +377,14 @@ class Retriever:
 
         batch, seconds = await anyio.to_thread.run_sync(self._embed, question)
         async with sessions.begin() as session:
-            hits = await nearest_chunks(
+            hits = await search_chunks(
                 session,
                 tenant_id=tenant_id,
                 query_vector=batch.vectors[0].tolist(),
                 k=self._candidates,
                 embedding_model=model,
-                scope=scope,
+                collection_id=scope.collection_id,
+                video_ids=scope.video_ids,
             )
             ranked = await self._rank(session, tenant_id, hits)
         passages, used = fill_budget(ranked, self.context_tokens, self._max_passages)

@@ -1,9 +1,15 @@
-"""Semantic search over transcript chunks with pgvector (cosine distance on the HNSW index)."""
+"""Semantic search over transcript chunks with pgvector (cosine distance on the HNSW index).
+
+:func:`search_chunks` is the one vector query of the product: `GET /v1/search` calls it with
+the API's filters, and chat retrieval (`reelflow.chat.retrieval`) calls it for its candidates
+before ranking them. Both therefore get the same tenant scoping, the same embedding-model
+restriction and the same HNSW tuning.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Float, select, text
@@ -49,6 +55,17 @@ class SearchHit:
         return 1.0 - self.distance
 
 
+async def _tune_scan(session: AsyncSession, k: int) -> None:
+    """Set the HNSW scan settings for the session's current transaction only.
+
+    set_config(..., true) is SET LOCAL: it lasts until the transaction ends, so it never leaks
+    into other requests that reuse the pooled connection.
+    """
+    params = {"ef_search": str(max(EF_SEARCH, k))}
+    if (await session.execute(_TUNE_SCAN, params)).first() is None:
+        await session.execute(_TUNE_EF_ONLY, params)
+
+
 async def search_chunks(
     session: AsyncSession,
     *,
@@ -56,13 +73,14 @@ async def search_chunks(
     query_vector: Sequence[float],
     k: int,
     embedding_model: str,
-    video_id: uuid.UUID | None = None,
     collection_id: uuid.UUID | None = None,
+    video_ids: Collection[uuid.UUID] | None = None,
 ) -> list[SearchHit]:
     """The `k` chunks of the tenant nearest to `query_vector`, nearest first.
 
     Only chunks embedded with `embedding_model` are compared: vectors of different models
-    live in different spaces, so mixing them would rank noise.
+    live in different spaces, so mixing them would rank noise. The filters narrow together
+    (a collection and a list of videos: chunks of those videos in that collection).
 
     Args:
         session: A session; the search settings are set for its current transaction only.
@@ -70,8 +88,9 @@ async def search_chunks(
         query_vector: A unit-length vector of `EMBEDDING_DIMENSIONS` floats.
         k: How many hits at most.
         embedding_model: The model that produced `query_vector`.
-        video_id: Restrict to one video.
         collection_id: Restrict to one collection.
+        video_ids: Restrict to these videos (one for `GET /v1/search?video_id=`, a list for
+            chat); an empty collection matches nothing.
     """
     if len(query_vector) != EMBEDDING_DIMENSIONS:
         raise ValueError(
@@ -79,11 +98,9 @@ async def search_chunks(
         )
     if k < 1:
         raise ValueError("k must be at least 1")
-    # set_config(..., true) is SET LOCAL: it lasts until this transaction ends, so it never
-    # leaks into other requests that reuse the pooled connection.
-    tuned = await session.execute(_TUNE_SCAN, {"ef_search": str(max(EF_SEARCH, k))})
-    if tuned.first() is None:
-        await session.execute(_TUNE_EF_ONLY, {"ef_search": str(max(EF_SEARCH, k))})
+    if video_ids is not None and not video_ids:
+        return []
+    await _tune_scan(session, k)
 
     vector = [float(x) for x in query_vector]
     # The right-hand side is bound with the column's pgvector type.
@@ -106,8 +123,9 @@ async def search_chunks(
         .order_by(distance)
         .limit(k)
     )
-    if video_id is not None:
-        statement = statement.where(Chunk.video_id == video_id)
+    if video_ids is not None:
+        # PostgreSQL reads `IN` of one value as `=`, so one video plans as it always did.
+        statement = statement.where(Chunk.video_id.in_(list(dict.fromkeys(video_ids))))
     if collection_id is not None:
         statement = statement.where(Chunk.collection_id == collection_id)
     rows = await session.execute(statement)

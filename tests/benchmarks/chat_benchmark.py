@@ -13,12 +13,15 @@ What it does, all in one run so every ratio compares figures taken under the sam
    migration's definition) across 200 videos.
 3. Times, per question, each on its own:
    * the query embedding alone (``LocalMiniLMEmbedder.embed`` on one question);
-   * the production vector search alone (``search_chunks``, tenant-scoped, k=24) — the
-     same-run baseline — and the same search as an exact scan (index scans off);
+   * the production vector search alone (``search_chunks``, the one query chat retrieval
+     and ``GET /v1/search`` share; tenant-scoped, k=24) — the same-run baseline — the same
+     search scoped to a list of three videos, and as an exact scan (index scans off);
    * chat retrieval as the chat API runs it (``Retriever.retrieve``, cache off): the
      indexed-videos check, embedding in a worker thread, search, ranking with the videos'
      titles, and filling the 8,000-token context budget — everything but the language
      model; also scoped to a list of three videos, and served from the cache.
+   It also prints how PostgreSQL runs chat retrieval's vector search (EXPLAIN of the
+   statement the retriever sends, in its transaction), over the tenant and over a list.
 4. Starts the real app under uvicorn (in this process) with the offline answerer and times
    ``POST /v1/chat`` with ``stream: true`` from the request to the response head (first
    byte), to the first ``content`` event, and to ``done``.
@@ -57,7 +60,8 @@ import numpy as np
 import psycopg
 import uvicorn
 from pgvector.psycopg import register_vector
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
 from reelflow.chat.retrieval import CANDIDATES, RetrievalCache, RetrievalScope, Retriever
@@ -68,6 +72,7 @@ from reelflow.core.storage import LocalStorage
 from reelflow.core.tenants import add_api_key
 from reelflow.search.embedding import LocalMiniLMEmbedder
 from reelflow.search.vectors import search_chunks
+from schemas.tables import Video
 from tests.benchmarks.common import (
     machine,
     percentile,
@@ -76,7 +81,15 @@ from tests.benchmarks.common import (
     verdict,
     write_json,
 )
-from tests.benchmarks.vector_search_benchmark import COPY_COLUMNS, HNSW_INDEX, FloatArray, unit
+from tests.benchmarks.vector_search_benchmark import (
+    COPY_COLUMNS,
+    HNSW_INDEX,
+    FloatArray,
+    plan_access,
+    shorten_plan,
+    unit,
+)
+from tests.search.plans import plans_of_vector_queries
 from tests.support import free_port, libpq_url
 
 RETRIEVAL_P95_TARGET_MS = 100.0
@@ -288,12 +301,17 @@ async def retrieval_phase(
 
     embed = Timings("query embedding alone (MiniLM, 1 question)")
     search = Timings(f"vector search alone (search_chunks, k={CANDIDATES}) [baseline]")
+    search_scoped = Timings("vector search alone, scoped to a list of 3 videos")
     exact = Timings(f"exact scan search (index scans off, k={CANDIDATES})")
     chat = Timings("chat retrieval: embed + search + rank + budget")
     scoped = Timings("chat retrieval scoped to a list of 3 videos")
     hit = Timings("chat retrieval served from the cache")
 
-    async def one_search(vector: list[float], exact_scan: bool = False) -> None:
+    async def one_search(
+        vector: list[float],
+        exact_scan: bool = False,
+        video_ids: tuple[uuid.UUID, ...] | None = None,
+    ) -> None:
         async with sessions.begin() as session:
             if exact_scan:
                 await session.execute(text("SET LOCAL enable_indexscan = off"))
@@ -303,12 +321,14 @@ async def retrieval_phase(
                 query_vector=vector,
                 k=CANDIDATES,
                 embedding_model=MODEL,
+                video_ids=video_ids,
             )
 
     for q, vector in zip(asked, vectors, strict=True):
         everywhere = RetrievalScope()
         await embed.measure(partial(asyncio.to_thread, embedder.embed, [q]))
         await search.measure(partial(one_search, vector))
+        await search_scoped.measure(partial(one_search, vector, video_ids=scoped_videos))
         await chat.measure(
             partial(retriever.retrieve, sessions, tenant_id=tenant_id, question=q, scope=everywhere)
         )
@@ -330,6 +350,7 @@ async def retrieval_phase(
     return {
         "embedding": embed,
         "search": search,
+        "search_scoped": search_scoped,
         "exact_scan": exact,
         "retrieval": chat,
         "retrieval_scoped": scoped,
@@ -419,13 +440,36 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+async def chat_plans(
+    engine: AsyncEngine, embedder: LocalMiniLMEmbedder, tenant_id: uuid.UUID, question: str
+) -> dict[str, list[str]]:
+    """How PostgreSQL runs chat retrieval's vector search, over the tenant and over a list."""
+    sessions = session_factory(engine)
+    async with sessions() as session:
+        listed = tuple(
+            (
+                await session.scalars(select(Video.id).where(Video.tenant_id == tenant_id).limit(3))
+            ).all()
+        )
+    scopes = {"tenant": RetrievalScope(), "list of 3 videos": RetrievalScope(video_ids=listed)}
+    result: dict[str, list[str]] = {}
+    for name, scope in scopes.items():
+        with plans_of_vector_queries(engine) as plans:
+            await Retriever(embedder).retrieve(
+                sessions, tenant_id=tenant_id, question=question, scope=scope
+            )
+        (plan,) = plans
+        result[name] = shorten_plan(plan)
+    return result
+
+
 async def measure_all(
     url: str,
     home: Path,
     embedder: LocalMiniLMEmbedder,
     tenant_id: uuid.UUID,
     args: argparse.Namespace,
-) -> dict[str, Timings]:
+) -> tuple[dict[str, Timings], dict[str, list[str]]]:
     engine = create_engine(url, pool_size=4)
     try:
         asked = questions(args.questions + args.sse_requests, args.seed)
@@ -436,10 +480,11 @@ async def measure_all(
             asked[: args.questions],
             args.exact_queries,
         )
+        plans = await chat_plans(engine, embedder, tenant_id, asked[0])
     finally:
         await engine.dispose()
     results.update(await sse_phase(url, home, embedder, tenant_id, asked[args.questions :]))
-    return results
+    return results, plans
 
 
 def main() -> None:
@@ -468,9 +513,15 @@ def main() -> None:
         report(f"loaded in {time.perf_counter() - started:.1f} s")
         home = Path(tempfile.mkdtemp(prefix="reelflow-chat-bench-"))
         try:
-            results = asyncio.run(measure_all(server.url, home, embedder, tenant_id, args))
+            results, plans = asyncio.run(measure_all(server.url, home, embedder, tenant_id, args))
         finally:
             shutil.rmtree(home, ignore_errors=True)
+    for name, plan in plans.items():
+        report()
+        report(f"plan of chat retrieval's vector search, scoped to the {name}:")
+        for line in plan:
+            report(f"  | {line}")
+        report(f"  -> {plan_access(plan)}")
     report()
     for timings in results.values():
         report(timings.line())
@@ -487,6 +538,8 @@ def main() -> None:
         f" -> {verdict(p95 <= RETRIEVAL_P95_TARGET_MS)}"
     )
     summary["results"] = {name: t.as_dict() for name, t in results.items()}
+    summary["plans"] = plans
+    summary["access"] = {name: plan_access(plan) for name, plan in plans.items()}
     summary["retrieval_p95_target_ms"] = RETRIEVAL_P95_TARGET_MS
     summary["retrieval_p95_met"] = p95 <= RETRIEVAL_P95_TARGET_MS
     write_json(args.json, summary)

@@ -11,13 +11,15 @@ What it does, all in one run so every ratio compares figures taken under the sam
    sizes). The migration's HNSW index is dropped before the load and rebuilt from its own
    definition afterwards, so the build is timed exactly as the migration declares it.
 3. Exact top-10 by brute force in numpy: the ground truth for recall.
-4. The production query path, `reelflow.search.vectors.search_chunks` (tenant-scoped
+4. The production query path, `reelflow.search.vectors.search_chunks`, the one vector
+   query behind both `GET /v1/search` and chat retrieval (tenant-scoped
    ``ORDER BY embedding <=> q LIMIT k`` with the ef_search and iterative-scan settings it
    applies), timed per call, against the same call with index scans disabled (an exact
    scan in PostgreSQL: the same-run latency baseline).
 5. An ef_search sweep, EXPLAIN of the production statement, and video-scoped searches
    (a selective filter on top of the HNSW scan, the same situation as a small tenant in a
-   shared table) with ``hnsw.iterative_scan`` off / strict_order / relaxed_order.
+   shared table) with ``hnsw.iterative_scan`` off / strict_order / relaxed_order: one video
+   at a time as `GET /v1/search` filters, and a list of videos as chat does.
 
 Nothing is asserted: figures are reported with their target and whether it was met.
 """
@@ -341,7 +343,7 @@ async def run_queries(
     queries: FloatArray,
     truth: npt.NDArray[np.int64],
     row_of_id: dict[uuid.UUID, int],
-    video_id: uuid.UUID | None = None,
+    video_ids: tuple[uuid.UUID, ...] | None = None,
     exact_scan: bool = False,
 ) -> RunStats:
     """Time `search_chunks` once per query, as an API request would call it.
@@ -366,7 +368,7 @@ async def run_queries(
                 query_vector=vector,
                 k=K,
                 embedding_model=MODEL,
-                video_id=video_id,
+                video_ids=video_ids,
             )
         latencies.append((time.perf_counter() - started) * 1000)
         expected = {int(i) for i in truth[qi]}
@@ -391,7 +393,7 @@ async def explain_production(
     *,
     tenant_id: uuid.UUID,
     query: FloatArray,
-    video_id: uuid.UUID | None = None,
+    video_ids: tuple[uuid.UUID, ...] | None = None,
     exact_scan: bool = False,
 ) -> list[str]:
     """EXPLAIN ANALYZE of the exact statement `search_chunks` sends, with its settings.
@@ -423,7 +425,7 @@ async def explain_production(
                 query_vector=query.tolist(),
                 k=K,
                 embedding_model=MODEL,
-                video_id=video_id,
+                video_ids=video_ids,
             )
             if not captured:
                 return ["(no statement captured)"]
@@ -672,19 +674,26 @@ async def filtered_phase(
     )
     video_ids = await video_ids_by_index(sessions, tenant_id, data)
     queries = data.queries[: args.filter_queries]
+    # Each video alone (`GET /v1/search?video_id=`), then the two small ones as a list (a chat
+    # scope of several videos): the same function, filtering `video_id IN (...)`.
+    scopes: list[tuple[str, tuple[int, ...]]] = [
+        (f"video {i}", (i,)) for i in range(len(video_ids))
+    ]
+    scopes.append(("videos 2+3 (a list, as chat scopes it)", (2, 3)))
     results: dict[str, Any] = {}
-    for video, video_id in enumerate(video_ids):
-        rows = np.flatnonzero(data.video_of_row == video)
+    for label, members in scopes:
+        rows = np.flatnonzero(np.isin(data.video_of_row, members))
         share = rows.size / data.vectors.shape[0]
         local_truth = exact_top_k(data.vectors[rows], queries, K)
         truth = rows[local_truth]
-        report(f"  video {video}: {rows.size} rows ({share:.1%} of the table)")
+        scope = tuple(video_ids[i] for i in members)
+        report(f"  {label}: {rows.size} rows ({share:.1%} of the table)")
         per_mode: dict[str, Any] = {}
         for ef in efs:
             for mode in ITERATIVE_MODES:
                 with search_knobs(ef_search=ef, iterative_scan=mode):
                     plan = await explain_production(
-                        engine, sessions, tenant_id=tenant_id, query=queries[0], video_id=video_id
+                        engine, sessions, tenant_id=tenant_id, query=queries[0], video_ids=scope
                     )
                     stats = await run_queries(
                         sessions,
@@ -693,7 +702,7 @@ async def filtered_phase(
                         queries=queries,
                         truth=truth,
                         row_of_id=truth_for,
-                        video_id=video_id,
+                        video_ids=scope,
                     )
                 access = plan_access(plan)
                 report(f"{stats.line()} | plan: {access}")
@@ -701,7 +710,8 @@ async def filtered_phase(
                 if args.verbose_plans:
                     for line in plan:
                         report(f"      | {line}")
-        results[f"video_{video}"] = {"rows": int(rows.size), "share": share, "modes": per_mode}
+        key = "video_" + "_".join(str(i) for i in members)
+        results[key] = {"rows": int(rows.size), "share": share, "modes": per_mode}
     return results
 
 

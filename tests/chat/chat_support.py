@@ -71,6 +71,34 @@ def timed_lines(
     ]
 
 
+def completed_video(
+    tenant_id: uuid.UUID,
+    title: str,
+    *,
+    chunk_count: int,
+    embedding_model: str | None,
+    collection_id: uuid.UUID | None = None,
+    **columns: Any,
+) -> Video:
+    """The row of a video that finished ingesting with `chunk_count` chunks of that model."""
+    video_id = uuid.uuid4()
+    return Video(
+        id=video_id,
+        tenant_id=tenant_id,
+        collection_id=collection_id,
+        title=title,
+        origin="upload",
+        source_key=f"tenants/{tenant_id}/videos/{video_id}/source.mp4",
+        status="completed",
+        stage="completed",
+        progress=1.0,
+        cost_usd=Decimal(0),
+        chunk_count=chunk_count,
+        embedding_model=embedding_model,
+        **columns,
+    )
+
+
 async def index_transcript(
     engine: AsyncEngine,
     embedder: Embedder,
@@ -83,30 +111,22 @@ async def index_transcript(
     created_at: datetime | None = None,
 ) -> IndexedVideo:
     """A completed video whose transcript is `lines`, chunked and embedded as ingest does."""
-    video_id = uuid.uuid4()
     chunks = build_chunks(lines, sizes)
     vectors = (
         [v.tolist() for v in embedder.embed([c.text for c in chunks]).vectors] if chunks else []
     )
+    video = completed_video(
+        tenant_id,
+        title,
+        chunk_count=len(chunks),
+        embedding_model=embedder.model_name if chunks else None,
+        collection_id=collection_id,
+        duration_s=lines[-1].end_s if lines else 0.0,
+        **({"created_at": created_at} if created_at else {}),
+    )
+    video_id = video.id
     async with session_factory(engine).begin() as session:
-        session.add(
-            Video(
-                id=video_id,
-                tenant_id=tenant_id,
-                collection_id=collection_id,
-                title=title,
-                origin="upload",
-                source_key=f"tenants/{tenant_id}/videos/{video_id}/source.mp4",
-                status="completed",
-                stage="completed",
-                progress=1.0,
-                cost_usd=Decimal(0),
-                chunk_count=len(chunks),
-                embedding_model=embedder.model_name if chunks else None,
-                duration_s=lines[-1].end_s if lines else 0.0,
-                **({"created_at": created_at} if created_at else {}),
-            )
-        )
+        session.add(video)
         await session.flush()
         session.add_all(
             TranscriptSegment(

@@ -116,7 +116,7 @@ async def test_a_speech_video_becomes_searchable_at_the_right_moment(
                 tenant_id=uuid.UUID(pipeline.tenant_id),
                 query_vector=query.tolist(),
                 k=3,
-                video_id=uuid.UUID(video_id),
+                video_ids=(uuid.UUID(video_id),),
                 embedding_model=deps.embedder.model_name,
             )
     oven = next(line for line in speech_video.spoken if "oven" in line.text)
