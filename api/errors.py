@@ -55,9 +55,25 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+_MAX_ECHO_CHARS = 100
+
+
+def echo(value: object) -> str:
+    """A client-supplied value as it may appear in a message: shortened when long."""
+    text = str(value)
+    return text if len(text) <= _MAX_ECHO_CHARS else f"{text[:_MAX_ECHO_CHARS]}…"
+
+
 def not_found(what: str, ident: object) -> ApiError:
     """404 for a missing object, and equally for another tenant's object."""
-    return ApiError(404, "not_found", f"no {what} with id {ident}")
+    return ApiError(404, "not_found", f"no {what} with id {echo(ident)}")
+
+
+def temporal_unavailable() -> ApiError:
+    """503 when the workflow engine does not answer (down, or not reachable yet)."""
+    return ApiError(
+        503, "temporal_unavailable", "the workflow engine did not answer; try again shortly"
+    )
 
 
 def payload_too_large(limit: int) -> ApiError:
@@ -81,11 +97,17 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 """The errors (almost) every v1 route can answer, for the OpenAPI document."""
 
 
+# Pydantic prefixes what a validator raised with the exception's kind; clients get the reason.
+_VALIDATOR_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
 def _describe_validation(errors: Sequence[Any]) -> str:
     parts: list[str] = []
     for error in errors[:5]:
-        loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
+        loc = ".".join(echo(p) for p in error.get("loc", ()) if p != "body") or "request"
         message = str(error.get("msg", "invalid value"))
+        for prefix in _VALIDATOR_PREFIXES:
+            message = message.removeprefix(prefix)
         parts.append(f"{loc}: {message}")
     if len(errors) > 5:
         parts.append(f"and {len(errors) - 5} more")

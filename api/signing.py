@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import uuid
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from pydantic import SecretStr
+
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def upload_signature(secret_key: SecretStr, video_id: uuid.UUID, expires: int) -> str:
@@ -46,7 +49,8 @@ def check_upload_signature(
     The signature is checked before the expiry so that an attacker learns nothing from
     tampering with `expires`.
     """
-    if not expires or not signature or not expires.isdigit() or len(expires) > 12:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not signature or not expires or len(expires) > 12 or not _DIGITS.fullmatch(expires):
         return "invalid_signature"
     expected = upload_signature(secret_key, video_id, int(expires))
     # Constant-time: timing must not reveal how much of a guessed signature was right.

@@ -404,11 +404,14 @@ async def receive_form_upload(
     key_for: Callable[[StoredFile], str],
     max_file_bytes: int,
     max_field_bytes: int = 4096,
+    check_file: Callable[[StoredFile], None] | None = None,
 ) -> ReceivedForm:
     """Parse a multipart body as it streams, storing its file part under `key_for(file)`.
 
     The file is written only when the whole body was well-formed and within limits;
-    otherwise the storage write is aborted and nothing is kept.
+    otherwise the storage write is aborted and nothing is kept. `check_file` sees the file
+    part's name and type as soon as its headers arrive, before any byte is stored, and may
+    refuse it by raising `ApiError`.
 
     Raises:
         ApiError: 413 when the Content-Length or the streamed file passes `max_file_bytes`
@@ -435,6 +438,8 @@ async def receive_form_upload(
             for event in reader.feed(chunk):
                 if isinstance(event, _FileStarted):
                     form.file = StoredFile(filename=event.filename, content_type=event.content_type)
+                    if check_file is not None:
+                        check_file(form.file)
                 elif isinstance(event, _FileData):
                     assert form.file is not None
                     form.file.size += len(event.data)

@@ -6,17 +6,90 @@ dollars here (the ledger keeps exact decimals; JSON clients want numbers).
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 MAX_TITLE_CHARS = 300
 MAX_FILENAME_CHARS = 300
 MAX_QUERY_CHARS = 1000
 MAX_URL_CHARS = 2048
+MAX_CONTENT_TYPE_CHARS = 120
+"""The `videos.content_type` column's width."""
+
+
+# --- text and timestamps the database can store ---------------------------------------------
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as Postgres text, or None when it can.
+
+    Postgres refuses the NUL character in text, and text must encode as UTF-8, which an
+    unpaired surrogate escape in JSON (`"\\ud800"`) prevents; pydantic refuses those in
+    some `str` fields (constrained ones) but lets them through in others (optional ones).
+    """
+    if "\x00" in value:
+        return "must not contain the NUL character (\\u0000)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (it contains an unpaired surrogate)"
+    return None
+
+
+def check_text(value: str) -> str:
+    """The validator behind :data:`StoredText`."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+StoredText = Annotated[str, AfterValidator(check_text)]
+"""A request string that will be written to the database: with it, bad text is a 422 naming
+the field, never a database error. (A model that cannot use it calls `text_problem`.)"""
+
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+
+
+def media_type_problem(value: str) -> str | None:
+    """Why `value` (lower case, parameters stripped) is not a media type we store and later
+    send back as a `Content-Type` header, or None."""
+    if len(value) > MAX_CONTENT_TYPE_CHARS:
+        return f"must be at most {MAX_CONTENT_TYPE_CHARS} characters"
+    if not _MEDIA_TYPE.fullmatch(value):
+        return "must be a media type such as video/mp4"
+    return None
+
+
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def to_utc(value: datetime) -> datetime:
+    """`value` in UTC (without an offset it is read as UTC), within the supported range.
+
+    A datetime near the ends of Python's range overflows when converted or shifted (year 1
+    minus a day, `9999-12-31T23:59:59-14:00` in UTC), so those are refused here, as 422.
+    """
+    try:
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST_TIMESTAMP <= utc <= LATEST_TIMESTAMP:
+        raise ValueError(
+            f"must be between {EARLIEST_TIMESTAMP:%Y-%m-%dT%H:%M:%SZ} and "
+            f"{LATEST_TIMESTAMP:%Y-%m-%dT%H:%M:%SZ}"
+        )
+    return utc
+
+
+UtcTimestamp = Annotated[datetime, AfterValidator(to_utc)]
+"""A timestamp parameter: converted to UTC, and refused (422) outside the supported range."""
 
 
 class ErrorBody(BaseModel):
@@ -61,10 +134,10 @@ class VideoAccepted(BaseModel):
 class UploadRequest(BaseModel):
     """Ask for a signed URL to `PUT` a video's bytes to, then confirm it."""
 
-    filename: str = Field(min_length=1, max_length=MAX_FILENAME_CHARS)
+    filename: StoredText = Field(min_length=1, max_length=MAX_FILENAME_CHARS)
     size_bytes: int = Field(gt=0, description="Exact size of the file that will be PUT.")
-    content_type: str = Field(max_length=120, examples=["video/mp4"])
-    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
+    content_type: StoredText = Field(max_length=MAX_CONTENT_TYPE_CHARS, examples=["video/mp4"])
+    title: StoredText = Field(min_length=1, max_length=MAX_TITLE_CHARS)
     collection_id: uuid.UUID | None = None
 
     @field_validator("title")
@@ -76,7 +149,7 @@ class UploadRequest(BaseModel):
     @classmethod
     def _video_type(cls, value: str) -> str:
         media_type = value.split(";", 1)[0].strip().lower()
-        if not media_type.startswith("video/") or media_type == "video/":
+        if not media_type.startswith("video/") or media_type_problem(media_type) is not None:
             raise ValueError("must be a video/* media type, e.g. video/mp4")
         return media_type
 
@@ -100,8 +173,8 @@ class UploadReceived(BaseModel):
 class ImportRequest(BaseModel):
     """Import a video from a public http(s) URL."""
 
-    url: str = Field(min_length=1, max_length=MAX_URL_CHARS)
-    title: str | None = Field(default=None, max_length=MAX_TITLE_CHARS)
+    url: StoredText = Field(min_length=1, max_length=MAX_URL_CHARS)
+    title: StoredText | None = Field(default=None, max_length=MAX_TITLE_CHARS)
     collection_id: uuid.UUID | None = None
 
     @field_validator("title")

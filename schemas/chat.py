@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from schemas.api import StoredText
+
 MAX_MESSAGE_CHARS_LIMIT = 100_000
 """Hard ceiling on a message; `CHAT_MAX_MESSAGE_CHARS` (default 4000) is the usual limit."""
 MAX_VIDEO_IDS = 100
@@ -25,7 +27,7 @@ class ChatRequest(BaseModel):
     and `video_ids` narrow the search; both may be given (a video must then match both).
     """
 
-    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS_LIMIT)
+    message: StoredText = Field(min_length=1, max_length=MAX_MESSAGE_CHARS_LIMIT)
     session_id: uuid.UUID | None = None
     collection_id: uuid.UUID | None = None
     video_ids: list[uuid.UUID] | None = Field(

@@ -7,6 +7,7 @@ completes, `video_id` is served by `GET /v1/videos/{id}`, `/content` and `/thumb
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,9 +18,10 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from api.deps import CurrentTenant, ResourcesDep, SessionDep, TenantContext
-from api.errors import ERROR_RESPONSES, ApiError, not_found
+from api.errors import ERROR_RESPONSES, ApiError, not_found, temporal_unavailable
 from api.routers.videos import workflow_queue
 from reelflow.assets import videos
+from reelflow.core import runs
 from reelflow.core.runs import start_generation
 from reelflow.generation import quotas
 from reelflow.generation.capabilities import UnsupportedRequest
@@ -34,7 +36,7 @@ from reelflow.generation.routing import (
     list_attempts,
     plan_route,
 )
-from schemas.api import ErrorResponse
+from schemas.api import ErrorResponse, text_problem
 from schemas.generation import (
     AUTO_PROVIDER,
     TERMINAL_STATUSES,
@@ -67,7 +69,23 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse} for status in statuses}
 
 
+MAX_COST_USD = 999_999.99
+"""The most `max_cost_usd` can be: it is stored in a `Money` column (6 integer digits)."""
+
+
+def _invalid(field: str, problem: str) -> ApiError:
+    return ApiError(422, "invalid_request", f"{field}: {problem}")
+
+
 def _spec(body: GenerationRequest) -> GenerationSpec:
+    """The request as the router sees it; 422 for what the database could not store."""
+    problem = text_problem(body.prompt)
+    if problem is not None:
+        raise _invalid("prompt", problem)
+    if body.max_cost_usd is not None and not (
+        math.isfinite(body.max_cost_usd) and body.max_cost_usd <= MAX_COST_USD
+    ):
+        raise _invalid("max_cost_usd", f"must be a number of at most {MAX_COST_USD}")
     return GenerationSpec(
         provider=body.provider or AUTO_PROVIDER,
         duration_s=body.duration_s,
@@ -332,6 +350,9 @@ async def approve_generation(
 ) -> GenerationAction:
     """Approve (`{"approve": true}`, also an empty body) or reject a generation over budget."""
     body = body or ApprovalRequest()
+    if body.note is not None and (problem := text_problem(body.note)) is not None:
+        # The run stores a rejection's note with the generation.
+        raise _invalid("note", problem)
     row = await _load(session, tenant, generation_id)
     refusal = _not_awaiting(row)
     workflow_id = row.workflow_id
@@ -357,7 +378,7 @@ async def approve_generation(
     "/{generation_id}/cancel",
     status_code=202,
     response_model=GenerationAction,
-    responses=_errors(409),
+    responses=_errors(409, 503),
 )
 async def cancel_generation(
     generation_id: str, tenant: CurrentTenant, resources: ResourcesDep, session: SessionDep
@@ -370,9 +391,14 @@ async def cancel_generation(
     if GenerationStatus(status) in TERMINAL_STATUSES or workflow_id is None:
         raise ApiError(409, "already_finished", f"generation {row_id} is already {status}")
     try:
-        await resources.temporal.get_workflow_handle(workflow_id).cancel()
-    except RPCError:
+        # The run's own status too: one that ended without settling the row (terminated by
+        # an operator) cannot be canceled either, and the engine would accept the request.
+        await runs.cancel_run(resources.temporal, workflow_id=workflow_id, tenant_id=str(tenant.id))
+    except (runs.RunNotFound, runs.RunNotCancelable):
         raise ApiError(
             409, "already_finished", f"generation {row_id} is no longer running"
         ) from None
+    except (RPCError, RuntimeError):  # RuntimeError: a lazy client that cannot connect
+        logger.warning("could not cancel generation %s", row_id, exc_info=True)
+        raise temporal_unavailable() from None
     return GenerationAction(generation_id=row_id, status="cancel_requested")

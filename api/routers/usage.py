@@ -19,7 +19,7 @@ from starlette.background import BackgroundTask
 from api.deps import CurrentTenant, ResourcesDep, SessionDep
 from api.errors import ERROR_RESPONSES, ApiError
 from reelflow.core.ledger import LEDGER_CHANNEL
-from schemas.api import UsageGroup, UsageGroupBy, UsageReport
+from schemas.api import UsageGroup, UsageGroupBy, UsageReport, UtcTimestamp
 from schemas.tables import LedgerEntry
 
 logger = logging.getLogger(__name__)
@@ -27,11 +27,6 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/usage", tags=["usage"], responses=ERROR_RESPONSES)
 
 DEFAULT_WINDOW = timedelta(days=30)
-
-
-def _utc(value: datetime) -> datetime:
-    # A timestamp without an offset is read as UTC, the ledger's own clock.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def parse_group_by(raw: str) -> list[UsageGroupBy]:
@@ -59,8 +54,12 @@ def parse_group_by(raw: str) -> list[UsageGroupBy]:
 async def get_usage(
     tenant: CurrentTenant,
     session: SessionDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[
+        UtcTimestamp | None, Query(description="Start, inclusive; without an offset, UTC.")
+    ] = None,
+    until: Annotated[
+        UtcTimestamp | None, Query(description="End, exclusive; without an offset, UTC.")
+    ] = None,
     group_by: Annotated[
         str,
         Query(
@@ -71,8 +70,9 @@ async def get_usage(
 ) -> UsageReport:
     """Sum the tenant's ledger over `[since, until)` (default: the last 30 days), grouped."""
     dimensions = parse_group_by(group_by)
-    end = _utc(until) if until else datetime.now(UTC)
-    start = _utc(since) if since else end - DEFAULT_WINDOW
+    # Both are UTC and at least 1970 (`UtcTimestamp`), so the default window cannot overflow.
+    end = until or datetime.now(UTC)
+    start = since or end - DEFAULT_WINDOW
     if start > end:
         raise ApiError(422, "invalid_request", "since: must not be after until")
 

@@ -33,6 +33,8 @@ from schemas.api import (
     VideoAccepted,
     VideoDetail,
     VideoError,
+    media_type_problem,
+    text_problem,
 )
 from schemas.ingest import VideoStatus
 from schemas.queues import TaskQueues
@@ -120,14 +122,30 @@ async def _delete_quietly(storage: Storage, key: str) -> None:
         logger.warning("could not delete stored object %s", key, exc_info=True)
 
 
+def _invalid(field: str, problem: str) -> ApiError:
+    return ApiError(422, "invalid_request", f"{field}: {problem}")
+
+
+def _check_file_part(file: StoredFile) -> None:
+    """Refuse a file part whose name or type could not be stored, before its bytes are."""
+    problem = text_problem(file.filename)
+    if problem is not None:
+        raise _invalid("filename", problem)
+    if file.content_type is not None:
+        problem = media_type_problem(file.content_type)
+        if problem is not None:
+            raise _invalid("file", f"the part's Content-Type {problem}")
+
+
 def _form_title(fields: dict[str, str]) -> str:
     title = fields.get("title", "").strip()
     if not title:
-        raise ApiError(422, "invalid_request", "title: a non-empty `title` field is required")
+        raise _invalid("title", "a non-empty `title` field is required")
     if len(title) > MAX_TITLE_CHARS:
-        raise ApiError(
-            422, "invalid_request", f"title: must be at most {MAX_TITLE_CHARS} characters"
-        )
+        raise _invalid("title", f"must be at most {MAX_TITLE_CHARS} characters")
+    problem = text_problem(title)
+    if problem is not None:
+        raise _invalid("title", problem)
     return title
 
 
@@ -138,7 +156,7 @@ def _form_collection(fields: dict[str, str]) -> uuid.UUID | None:
     try:
         return uuid.UUID(raw)
     except ValueError:
-        raise ApiError(422, "invalid_request", "collection_id: must be a UUID") from None
+        raise _invalid("collection_id", "must be a UUID") from None
 
 
 _MULTIPART_BODY: dict[str, Any] = {
@@ -184,11 +202,12 @@ async def upload_video(
         file_field="file",
         key_for=key_for,
         max_file_bytes=settings.max_upload_bytes,
+        check_file=_check_file_part,
     )
     stored = form.file
     try:
         if stored is None:
-            raise ApiError(422, "invalid_request", "file: a `file` part is required")
+            raise _invalid("file", "a `file` part is required")
         if stored.key is None:
             raise ApiError(400, "empty_file", "the uploaded file is empty")
         title = _form_title(form.fields)

@@ -258,19 +258,14 @@ async def cancel_run(client: Client, *, workflow_id: str, tenant_id: str) -> Non
 
     Raises:
         RunNotFound: unknown id, or a run of another tenant.
-        RunNotCancelable: the run has already finished, also when it finished between
-            being looked up and being asked to cancel.
+        RunNotCancelable: the run has already finished. (One that finishes between this
+            check and the request is not reported: the engine accepts that request.)
     """
     handle, description = await _describe(client, workflow_id, tenant_id)
     status = _status_name(description)
     if status != "running":
         raise RunNotCancelable(f"run {workflow_id} is {status}; only a running run can be canceled")
-    try:
-        await handle.cancel()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise RunNotCancelable(f"run {workflow_id} has already finished") from None
-        raise
+    await handle.cancel()
 
 
 async def start_import(
