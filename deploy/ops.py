@@ -5,6 +5,11 @@ Run inside the reelflow image (settings come from the environment, as for every 
     python deploy/ops.py migrate
     python deploy/ops.py register-search-attributes
     python deploy/ops.py worker-health reelflow-media [more queues...]
+    python deploy/ops.py promote-version
+
+``promote-version`` makes this release (``WORKER_DEPLOYMENT`` / ``WORKER_BUILD_ID``) the
+current version of the worker deployment once its workers poll: new runs go to it, and
+runs pinned to the previous version finish there (see ``workers/versioning.py``).
 
 ``worker-health`` is the worker pools' liveness check: Temporal workers serve no HTTP, so
 "healthy" means Temporal has seen a poller from this host on each queue recently. Exit
@@ -100,6 +105,17 @@ async def stale_queues(
     return stale
 
 
+async def promote_version(settings: Settings) -> str:
+    """Make this release the worker deployment's current version; returns its build id."""
+    from workers.versioning import deployment_version, promote
+
+    version = deployment_version(settings)
+    if version is None:
+        raise SystemExit("WORKER_DEPLOYMENT is not set: the workers run unversioned")
+    await promote(await connect_temporal(settings), version)
+    return version.build_id
+
+
 async def _worker_health(settings: Settings, queues: Sequence[str]) -> int:
     client = await connect_temporal(settings)
     stale = await stale_queues(client, queues)
@@ -118,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("register-search-attributes", help="add missing search attributes")
     health = commands.add_parser("worker-health", help="liveness of this host's workers")
     health.add_argument("queues", nargs="+", help="task queues this container polls")
+    commands.add_parser("promote-version", help="make this release the current worker version")
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -127,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "register-search-attributes":
         added = asyncio.run(register_search_attributes(settings))
         logger.info("search attributes added: %s", ", ".join(added) or "none (all present)")
+        return 0
+    if args.command == "promote-version":
+        build_id = asyncio.run(promote_version(settings))
+        logger.info("%s/%s is now current", settings.worker_deployment, build_id)
         return 0
     return asyncio.run(_worker_health(settings, args.queues))
 

@@ -45,6 +45,7 @@ from reelflow.generation.routing import ProviderRegistry, build_provider_registr
 from reelflow.ingest.transcription import Transcriber, build_transcriber
 from reelflow.search.embedding import Embedder, build_embedder
 from schemas.queues import POOLS, TaskQueues
+from workers.versioning import deployment_config
 from workflows.generation import GenerationWorkflow
 from workflows.ingest import IngestWorkflow
 
@@ -131,6 +132,8 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
     if unknown:
         raise ValueError(f"unknown pool(s) {sorted(unknown)}; choose from {', '.join(POOLS)}")
     workers: list[Worker] = []
+    # Every worker of the process is the same version, so a pinned run's activities find it.
+    versioning = deployment_config(deps.settings)
     if "workflows" in pools:
         workers.append(
             Worker(
@@ -138,6 +141,7 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
                 task_queue=TaskQueues.for_prefix(deps.settings.task_queue_prefix).workflows,
                 workflows=[IngestWorkflow, GenerationWorkflow],
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+                deployment_config=versioning,
             )
         )
     for queue in activities_by_queue(deps, pools):
@@ -149,6 +153,7 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
                 max_concurrent_activities=queue.max_concurrent,
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 interceptors=[FailureTranslationInterceptor()],
+                deployment_config=versioning,
             )
         )
     return workers

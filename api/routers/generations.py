@@ -41,6 +41,7 @@ from schemas.generation import (
     AUTO_PROVIDER,
     TERMINAL_STATUSES,
     ApprovalInput,
+    ApprovalOutput,
     ApprovalRequest,
     ApprovalState,
     AttemptOutcome,
@@ -57,8 +58,8 @@ from schemas.generation import (
     ValidationResult,
     generation_workflow_id,
 )
+from schemas.generation_activities import APPROVE_UPDATE
 from schemas.generation_tables import Generation, GenerationAttempt
-from workflows.generation import GenerationWorkflow
 
 logger = logging.getLogger(__name__)
 
@@ -360,10 +361,12 @@ async def approve_generation(
         raise refusal
     # The update waits for the run; the request's connection should not wait with it.
     await session.close()
-    handle = resources.temporal.get_workflow_handle_for(GenerationWorkflow.run, workflow_id)
+    handle = resources.temporal.get_workflow_handle(workflow_id)
     try:
         decided = await handle.execute_update(
-            GenerationWorkflow.approve, ApprovalInput(approve=body.approve, note=body.note)
+            APPROVE_UPDATE,
+            ApprovalInput(approve=body.approve, note=body.note),
+            result_type=ApprovalOutput,
         )
     except (WorkflowUpdateFailedError, RPCError):
         # Rejected by the run's validator, or the run ended meanwhile (a timeout, a cancel).

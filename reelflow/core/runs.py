@@ -21,12 +21,12 @@ from temporalio.common import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from schemas import search_attributes as sa
-from schemas.generation import GenerationInput, GenerationProgress, generation_workflow_id
-from schemas.ingest import IngestInput, IngestProgress, ingest_workflow_id
-from schemas.queues import WORKFLOW_TASK_QUEUE
 from schemas.contracts import PROGRESS_QUERY
+from schemas.generation import GenerationInput, GenerationProgress, generation_workflow_id
 from schemas.generation_activities import GENERATION_WORKFLOW
+from schemas.ingest import IngestInput, IngestProgress, ingest_workflow_id
 from schemas.ingest_activities import INGEST_WORKFLOW
+from schemas.queues import WORKFLOW_TASK_QUEUE
 
 logger = logging.getLogger(__name__)
 

@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     """Queues are `<prefix>-workflows|media|providers`; another prefix is an isolated family."""
     media_concurrency: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     provider_concurrency: int = 16
+    worker_deployment: str = ""
+    """Worker Versioning: workers run as versions of this Temporal worker deployment, and a
+    run stays on the version that started it (ingest) or moves only to a version that is
+    made current (generation). Empty runs unversioned workers (tests, the embedded stack)."""
+    worker_build_id: str = ""
+    """This worker's version within `worker_deployment`; empty means a hash of the loaded
+    code. Set it to the image tag in production so every pool of one release agrees."""
 
     secret_key: SecretStr = SecretStr("reelflow-local-development-only")
     """Signs upload URLs. Must be set to a real secret outside local/test."""

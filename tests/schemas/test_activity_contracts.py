@@ -25,7 +25,7 @@ from workers.pools import WorkerDependencies, activities_by_queue
 CONTRACTS: tuple[ActivityContract[Any, Any], ...] = INGEST_ACTIVITIES + GENERATION_ACTIVITIES
 
 
-class _NoTranscriber:
+class NoTranscriber:
     """Stands in for the transcriber: building workers must not need a model."""
 
     model_name = "none"
@@ -46,7 +46,7 @@ def served(tmp_path: Path) -> dict[str, dict[str, Any]]:
         settings=settings,
         engine=create_engine(settings.database_url, pool_size=1),
         storage=LocalStorage(tmp_path / "media"),
-        transcriber=_NoTranscriber(),  # type: ignore[arg-type]
+        transcriber=NoTranscriber(),  # type: ignore[arg-type]
         embedder=BagOfWordsEmbedder(),
         scratch_dir=tmp_path / "scratch",
         media_executor=ThreadPoolExecutor(1),
