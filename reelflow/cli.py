@@ -333,7 +333,7 @@ def runs_retry(workflow_id: str) -> None:
 @runs_app.command("cancel")
 def runs_cancel(workflow_id: str) -> None:
     """Cancel a running run."""
-    from reelflow.core.runs import cancel_run
+    from reelflow.core.runs import RunNotCancelable, cancel_run
     from reelflow.core.temporal_client import connect_temporal
 
     settings = _settings()
@@ -343,7 +343,11 @@ def runs_cancel(workflow_id: str) -> None:
         client = await connect_temporal(settings)
         await cancel_run(client, workflow_id=workflow_id, tenant_id=tenant_id)
 
-    asyncio.run(cancel())
+    try:
+        asyncio.run(cancel())
+    except RunNotCancelable as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
     print(f"cancel requested for {workflow_id}")
 
 

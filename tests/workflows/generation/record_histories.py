@@ -4,7 +4,9 @@ Run after an intentional workflow change that is made safe with `workflow.patche
 add histories of the new code next to the old ones (never delete the old ones while runs
 of that code may still be open):
 
-    .venv/bin/python -m tests.workflows.generation.record_histories
+    .venv/bin/python -m tests.workflows.generation.record_histories --tag <change>
+
+Without `--tag` it writes `<scenario>.json` and refuses to replace an existing file.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from schemas.generation import (
     generation_workflow_id,
 )
 from tests.support import start_time_skipping_environment
+from tests.support.histories import history_path, recorder_tag
 from tests.workflows.generation.fakes import FakeGeneration, fake_plan
 from tests.workflows.generation.test_orchestration import generation_workers
 from workflows.generation import GenerationWorkflow
@@ -107,7 +110,9 @@ SCENARIOS: dict[str, tuple[Callable[[], FakeGeneration], Driver | None]] = {
 }
 
 
-async def _record(client: Client, name: str, fake: FakeGeneration, drive: Driver | None) -> None:
+async def _record(
+    client: Client, name: str, fake: FakeGeneration, drive: Driver | None, tag: str | None
+) -> None:
     generation_id = str(uuid.uuid4())
     async with generation_workers(client, fake):
         handle = await client.start_workflow(
@@ -127,7 +132,7 @@ async def _record(client: Client, name: str, fake: FakeGeneration, drive: Driver
             run = client.get_workflow_handle(handle.id, run_id=run_id)
             history = await run.fetch_history()
             suffix = f"_run{index}" if index or name == "generation_continued" else ""
-            (HISTORIES / f"{name}{suffix}.json").write_text(history.to_json())
+            history_path(HISTORIES, f"{name}{suffix}", tag).write_text(history.to_json())
             run_id = None
             for event in history.events:
                 if event.HasField("workflow_execution_continued_as_new_event_attributes"):
@@ -136,14 +141,14 @@ async def _record(client: Client, name: str, fake: FakeGeneration, drive: Driver
             index += 1
 
 
-async def record() -> None:
+async def record(tag: str | None) -> None:
     env = await start_time_skipping_environment()
     try:
         for name, (make, drive) in SCENARIOS.items():
-            await _record(env.client, name, make(), drive)
+            await _record(env.client, name, make(), drive, tag)
     finally:
         await env.shutdown()
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record(recorder_tag(__doc__)))

@@ -4,7 +4,9 @@ Run after an intentional workflow change that is made safe with `workflow.patche
 add histories of the new code next to the old ones (never delete the old ones while runs
 of that code may still be open):
 
-    .venv/bin/python -m tests.workflows.ingest.record_histories
+    .venv/bin/python -m tests.workflows.ingest.record_histories --tag <change>
+
+Without `--tag` it writes `<scenario>.json` and refuses to replace an existing file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from schemas.ingest import IngestInput
 from tests.support import start_time_skipping_environment
+from tests.support.histories import history_path, recorder_tag
 from tests.workflows.ingest.fakes import FakePipeline
 from tests.workflows.ingest.test_ingest_workflow import new_plan, pipeline_workers
 from workflows.ingest import IngestWorkflow
@@ -47,7 +50,7 @@ SCENARIOS: dict[str, FakePipeline] = {
 }
 
 
-async def record() -> None:
+async def record(tag: str | None) -> None:
     env = await start_time_skipping_environment()
     try:
         for name, fake in SCENARIOS.items():
@@ -62,10 +65,10 @@ async def record() -> None:
                 with contextlib.suppress(WorkflowFailureError):
                     await handle.result()
                 history = await handle.fetch_history()
-            (HISTORIES / f"{name}.json").write_text(history.to_json())
+            history_path(HISTORIES, name, tag).write_text(history.to_json())
     finally:
         await env.shutdown()
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record(recorder_tag(__doc__)))
