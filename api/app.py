@@ -27,7 +27,7 @@ from reelflow.core.settings import Settings, get_settings
 from reelflow.core.storage import Storage, build_storage
 from reelflow.core.temporal_client import connect_temporal
 from reelflow.generation.routing import ProviderRegistry, build_provider_registry
-from reelflow.search.embedding import Embedder, build_embedder
+from reelflow.search.embedding import Embedder, WarmingEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,9 @@ def create_app(
                 settings, identity="reelflow-api", lazy=True
             )
             media = storage or build_storage(settings)
-            # Loading model weights (or building an SDK client) blocks: not on the loop.
-            model = embedder
-            if model is None:
-                model = await anyio.to_thread.run_sync(build_embedder, settings)
+            # The model loads on its own thread while the API already answers; a search
+            # that comes first waits for it.
+            model: Embedder = embedder or WarmingEmbedder(settings)
             providers = video_providers
             if providers is None:
                 providers = await anyio.to_thread.run_sync(build_provider_registry, settings)

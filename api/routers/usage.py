@@ -9,9 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, Query
-from psycopg import sql
 from sqlalchemy import ColumnElement, func, select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
@@ -129,7 +127,11 @@ _KEEPALIVE_S = 15
 )
 async def stream_usage(tenant: CurrentTenant, resources: ResourcesDep) -> EventSourceResponse:
     """Stream the tenant's new ledger rows as server-sent `usage` events."""
-    # psycopg directly: LISTEN needs one dedicated connection, outside the pool.
+    # psycopg directly: LISTEN needs one dedicated connection, outside the pool. Imported
+    # here so the API's start-up does not pay for it before the first database use.
+    import psycopg
+    from psycopg import sql
+
     dsn = resources.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     tenant_id = str(tenant.id)
     # Connect before answering 200, so a database outage is a clear error, not a dead feed.

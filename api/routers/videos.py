@@ -20,7 +20,6 @@ from api.errors import ERROR_RESPONSES, ApiError, not_found
 from api.streaming import StoredFile, receive_form_upload
 from reelflow.assets import videos
 from reelflow.core.db import SessionFactory
-from reelflow.core.netguard import UrlNotAllowed, check_url
 from reelflow.core.runs import start_import, start_ingest
 from reelflow.core.settings import Settings
 from reelflow.core.storage import ObjectNotFound, Storage
@@ -263,6 +262,10 @@ async def import_video(
     body: ImportRequest, tenant: CurrentTenant, resources: ResourcesDep
 ) -> VideoAccepted:
     """Import a video from a public http(s) URL and start ingesting it."""
+    # Imported here: the SSRF guard brings httpx (and its CLI's rich and click), a tenth of
+    # the API's start-up, for a route most deployments rarely call.
+    from reelflow.core.netguard import UrlNotAllowed, check_url
+
     try:
         # Resolves DNS, hence a thread; no request reaches the target before this passes.
         checked = await anyio.to_thread.run_sync(check_url, body.url)

@@ -40,9 +40,6 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NoReturn, Protocol
 
-import httpx
-import httpx2
-
 from reelflow.core.provider_errors import (
     ProviderError,
     ProviderTransientError,
@@ -443,10 +440,6 @@ def raise_failure(progress: StreamProgress, classified: Exception, exc: Exceptio
     if failure is exc:
         raise exc
     raise failure
-
-
-TRANSPORT_ERRORS = (httpx.TransportError, httpx2.TransportError)
-"""Raised as they are by Anthropic's and Gemini's SDKs when a stream breaks off midway."""
 
 
 def build_answerer(

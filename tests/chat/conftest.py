@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reelflow.core.db import create_engine
 from reelflow.core.migrate import upgrade_database
-from reelflow.search.embedding import LocalMiniLMEmbedder
+from reelflow.search.minilm import LocalMiniLMEmbedder
 from tests.chat.answerers.servers import FakeLLMServer
 from tests.chat.chat_support import AppFactory, Tenant, new_tenant
 

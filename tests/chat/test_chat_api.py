@@ -28,7 +28,7 @@ from reelflow.chat.service import (
 )
 from reelflow.core.db import session_factory
 from reelflow.core.settings import Settings, SettingsError
-from reelflow.search.embedding import LocalMiniLMEmbedder
+from reelflow.search.minilm import LocalMiniLMEmbedder
 from schemas.tables import Chunk
 from tests.api.api_support import assert_error
 from tests.chat.answerers.servers import FakeLLMServer, anthropic_error, anthropic_stream

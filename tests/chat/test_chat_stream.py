@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from reelflow.chat.answerers import estimate_tokens
 from reelflow.chat.offline import OFFLINE_NOTICE
 from reelflow.core.db import session_factory
-from reelflow.search.embedding import LocalMiniLMEmbedder
+from reelflow.search.minilm import LocalMiniLMEmbedder
 from schemas.chat_tables import ChatMessage
 from tests.chat.answerers.servers import (
     SSE,

@@ -16,7 +16,7 @@ from reelflow.chat.citations import (
 )
 from reelflow.core.db import session_factory
 from reelflow.ingest.chunking import TimedText
-from reelflow.search.embedding import LocalMiniLMEmbedder
+from reelflow.search.minilm import LocalMiniLMEmbedder
 from tests.chat.chat_support import Tenant, index_transcript, timed_lines
 
 SEGMENTS = [

@@ -20,7 +20,8 @@ from reelflow.chat.retrieval import (
     passage_tokens,
 )
 from reelflow.core.db import session_factory
-from reelflow.search.embedding import EmbeddingBatch, LocalMiniLMEmbedder
+from reelflow.search.embedding import EmbeddingBatch
+from reelflow.search.minilm import LocalMiniLMEmbedder
 from tests.chat.chat_support import Tenant, add_unindexed_video, index_transcript, now, timed_lines
 
 BREAD = [

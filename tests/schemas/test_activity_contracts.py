@@ -54,7 +54,9 @@ def served(tmp_path: Path) -> dict[str, dict[str, Any]]:
     )
     by_queue: dict[str, dict[str, Any]] = {}
     for queue in activities_by_queue(deps, POOLS):
-        names = {activity._Definition.must_from_callable(fn).name: fn for fn in queue.activities}
+        names = {
+            str(activity._Definition.must_from_callable(fn).name): fn for fn in queue.activities
+        }
         by_queue[queue.task_queue] = names
     return by_queue
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reelflow.search.embedding import EMBEDDING_DIMENSIONS, LocalMiniLMEmbedder
+from reelflow.search.embedding import EMBEDDING_DIMENSIONS
+from reelflow.search.minilm import LocalMiniLMEmbedder
 
 REFERENCE = Path(__file__).parent.parent / "fixtures" / "minilm_reference.json"
 

@@ -7,18 +7,15 @@ import openai
 import pytest
 from pydantic import SecretStr
 
+from reelflow.core.openai_client import build_openai_client
 from reelflow.core.provider_errors import (
     ProviderError,
     ProviderPermanentError,
     ProviderTransientError,
 )
 from reelflow.core.settings import Settings, SettingsError
-from reelflow.search.embedding import (
-    EMBEDDING_DIMENSIONS,
-    OpenAIEmbedder,
-    build_embedder,
-    build_openai_client,
-)
+from reelflow.search.embedding import EMBEDDING_DIMENSIONS, build_embedder
+from reelflow.search.openai_embedding import OpenAIEmbedder
 from tests.support.openai_server import (
     FakeOpenAIServer,
     ScriptedResponse,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from reelflow.chat.answerers import DEFAULT_ANTHROPIC_MODEL, AnswerStream
+from reelflow.chat.providers import TRANSPORT_ERRORS
 
 if TYPE_CHECKING:
     from anthropic.types import MessageParam
@@ -18,7 +19,6 @@ import httpx2
 from reelflow.chat.answerers import (
     CONNECT_TIMEOUT_S,
     READ_TIMEOUT_S,
-    TRANSPORT_ERRORS,
     AnswerRequest,
     StreamProgress,
     build_prompt,

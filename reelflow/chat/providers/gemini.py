@@ -14,13 +14,13 @@ from google.genai import types as genai_types
 from reelflow.chat.answerers import (
     DEFAULT_GEMINI_MODEL,
     READ_TIMEOUT_S,
-    TRANSPORT_ERRORS,
     AnswerRequest,
     AnswerStream,
     StreamProgress,
     build_prompt,
     raise_failure,
 )
+from reelflow.chat.providers import TRANSPORT_ERRORS
 from reelflow.core.provider_errors import (
     classify_gemini_error,
 )

@@ -79,7 +79,7 @@ class SoraProvider(RemoteVideoProvider):
         """Wrap a client.
 
         Args:
-            client: E.g. from `reelflow.search.embedding.build_openai_client`.
+            client: E.g. from `reelflow.core.openai_client.build_openai_client`.
             model: ``sora-2`` (the default) or ``sora-2-pro``.
             max_download_bytes: Abort downloads larger than this.
 
