@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -55,7 +57,14 @@ async def two_media_hosts(
     workers = build_workers(local_env.client, central, ["workflows", "providers"])
     workers += build_workers(local_env.client, hosts[0], ["media"])
     tasks = await _serve(workers)
-    second_host = build_workers(local_env.client, hosts[1], ["media"])
+    # Another host is another process with its own connection: one client may not run two
+    # workers on the same (shared media) queue.
+    second_client = await Client.connect(
+        local_env.client.service_client.config.target_host,
+        namespace=local_env.client.namespace,
+        data_converter=pydantic_data_converter,
+    )
+    second_host = build_workers(second_client, hosts[1], ["media"])
 
     async def start_second_host() -> None:
         workers.extend(second_host)
@@ -132,9 +141,9 @@ async def test_every_local_job_is_polled_and_downloaded_on_the_host_that_made_it
         # One attempt each: no poll or download ever asked a host that lacked the job.
         assert [a["outcome"] for a in state["attempts"]] == ["passed"], state["attempts"]
 
-    per_host = [
-        {path.name for path in jobs.rglob("*") if path.is_dir()} if jobs.exists() else set()
-        for jobs in job_dirs
-    ]
+    # Job records are `<job id>.json` on the disk of the host that made the job.
+    per_host = [{path.stem for path in jobs.glob("*.json")} for jobs in job_dirs]
     first_jobs = {s["provider_job_id"] for s in states[: GENERATIONS // 2]}
     assert first_jobs <= per_host[0], (first_jobs, per_host)
+    assert not per_host[0] & per_host[1]
+    assert {s["provider_job_id"] for s in states} <= per_host[0] | per_host[1]

@@ -32,8 +32,11 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from reelflow.chat.answerers import classify_gemini_error
-from reelflow.core.provider_errors import ProviderError, ProviderPermanentError
+from reelflow.core.provider_errors import (
+    ProviderError,
+    ProviderPermanentError,
+    classify_gemini_error,
+)
 from reelflow.generation.providers.base import (
     DEFAULT_MAX_DOWNLOAD_BYTES,
     GenerationJobRequest,
