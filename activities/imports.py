@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from concurrent.futures import Executor
 from pathlib import Path, PurePosixPath
@@ -20,7 +18,7 @@ from activities._support import (
 from reelflow.core.db import SessionFactory
 from reelflow.core.settings import Settings
 from reelflow.core.storage import Storage
-from reelflow.ingest.url_import import download_url
+from reelflow.ingest.url_import import ResumePoint, download_url, resumable_workdir
 from schemas.ingest import DownloadSourceInput, DownloadSourceOutput
 from schemas.ingest_activities import DOWNLOAD_SOURCE
 from schemas.tables import Video
@@ -65,20 +63,22 @@ class ImportActivities:
             else None
         )
 
+        # A direct download interrupted by a network error resumes where its last
+        # checkpoint (flushed to this host's disk) says, if it is here and still matches.
+        resume = ResumePoint.from_progress(earlier.get("partial"))
+
         def download() -> tuple[str, int]:
             if stored is not None:
                 return str(stored["key"]), int(stored["size_bytes"])
-            self._scratch.mkdir(parents=True, exist_ok=True)
-            workdir = Path(tempfile.mkdtemp(prefix="import-", dir=self._scratch))
-            try:
-                fetched = download_url(input.url, workdir, self._max_bytes)
+            with resumable_workdir(self._scratch / "imports", str(video_id)) as workdir:
+                fetched = download_url(
+                    input.url, workdir, self._max_bytes, resume=resume, keep_partial=True
+                )
                 suffix = PurePosixPath(fetched.filename).suffix.lower()
                 key = f"{base}/source{suffix if suffix in _ALLOWED_SUFFIXES else '.mp4'}"
                 self._storage.put_file(key, fetched.path, content_type=fetched.content_type)
                 record_progress(source={"key": key, "size_bytes": fetched.size_bytes})
                 return key, fetched.size_bytes
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
 
         # A refused URL or a failed download is translated by the worker's interceptor:
         # a DNS hiccup or a 5xx from the source is retried, a refusal is final.

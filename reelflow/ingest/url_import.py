@@ -10,7 +10,10 @@ Two kinds of URL are supported:
   restricted to its site-specific extractors: the ``generic`` extractor, which would scrape
   any page for embedded media, is disabled. Playlists are refused.
 
-This module is blocking; it runs inside a sync Temporal activity on a thread pool.
+This module is blocking; it runs inside a Temporal activity on a thread pool. Inside a
+cancel scope (:mod:`reelflow.core.cancellation`) a canceled import stops: the direct
+download between reads (its socket is shut if the server is silent) and yt-dlp at its next
+progress callback, raising :class:`~reelflow.core.cancellation.Cancelled`.
 
 Residual risk (yt-dlp path): the page URL and the media URL that yt-dlp selected are checked
 by :func:`reelflow.core.netguard.check_url` before yt-dlp downloads anything, but yt-dlp then
@@ -25,14 +28,18 @@ egress rules that block private ranges and the metadata endpoint as a second lin
 from __future__ import annotations
 
 import email.message
+import fcntl
+import json
 import logging
 import mimetypes
 import os
 import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterable
-from contextlib import suppress
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -42,6 +49,7 @@ import httpx
 import yt_dlp
 from yt_dlp.postprocessor.common import PostProcessor
 
+from reelflow.core import cancellation
 from reelflow.core.netguard import (
     Resolver,
     UrlNotAllowed,
@@ -60,8 +68,10 @@ __all__ = [
     "ImportFailed",
     "MediaTooLarge",
     "ObjectTooLarge",
+    "ResumePoint",
     "UrlNotAllowed",
     "download_url",
+    "resumable_workdir",
 ]
 
 MEDIA_EXTENSIONS = frozenset(
@@ -164,11 +174,24 @@ def download_url(
     *,
     resolve: Resolver = system_resolver,
     client: httpx.Client | None = None,
+    resume: ResumePoint | None = None,
+    keep_partial: bool = False,
 ) -> DownloadedMedia:
     """Download the media behind ``url`` into ``dest_dir``, refusing more than ``max_bytes``.
 
     The URL is checked by the SSRF guard before any request is made. ``dest_dir`` should be
-    a directory dedicated to this import; on failure nothing is left in it by this call.
+    a directory dedicated to this import; on failure nothing is left in it by this call,
+    except with ``keep_partial`` after a failure worth retrying (see below).
+
+    Resuming (direct media only): while a direct download runs, every
+    :data:`CHECKPOINT_BYTES` the bytes so far are flushed to disk and recorded with
+    :func:`reelflow.core.cancellation.record_progress` as ``partial`` (a
+    :class:`ResumePoint` as a dict), when the server named the file with a strong ETag or
+    a Last-Modified date. Called again with that ``resume`` and the same ``dest_dir``, the
+    download asks for the rest only (``Range`` with ``If-Range``, so a file that changed
+    on the server is sent whole instead) and appends it; anything that does not line up
+    (no partial file of that length, another validator, a range that does not start where
+    we stopped, another total size) starts from zero.
 
     Args:
         url: The URL the user asked to import.
@@ -178,6 +201,9 @@ def download_url(
         client: HTTP client for direct downloads; defaults to a new
             :func:`reelflow.core.netguard.guarded_client`. Pass a guarded client: an arbitrary
             client still gets every hop checked but not the IP pinning.
+        resume: Where an earlier attempt's direct download stopped (its last checkpoint).
+        keep_partial: Keep the partial direct download in ``dest_dir`` when the failure is
+            worth retrying (network errors, timeouts), so a retry can resume it.
 
     Returns:
         What was downloaded and where.
@@ -197,21 +223,30 @@ def download_url(
 
     http = client if client is not None else guarded_client(resolve)
     status: int | None = None
+    partial = _Partial.open(dest_dir, resume)
+    # Media is already compressed; asking for identity also avoids decompression bombs.
+    headers = {"Accept-Encoding": "identity", **partial.request_headers()}
+    cancellation.raise_if_cancelled()
     try:
-        # Media is already compressed; asking for identity also avoids decompression bombs.
-        with open_guarded(
-            http, checked.url, resolve=resolve, headers={"Accept-Encoding": "identity"}
-        ) as response:
+        with open_guarded(http, checked.url, resolve=resolve, headers=headers) as response:
             status = response.status_code
             if response.is_success and _is_direct_media(response):
-                return _save_response(response, dest_dir, max_bytes)
+                # A canceled import stops even while the server sends nothing at all.
+                with cancellation.on_cancel(lambda: _abort_stream(response)):
+                    return _save_response(response, partial, max_bytes)
     except httpx.TimeoutException:
+        cancellation.raise_if_cancelled()
+        partial.keep_if(keep_partial)
         raise ImportFailed(f"the server at {host} did not answer in time", retryable=True) from None
     except httpx.HTTPError as exc:
+        # Our own cancel shuts the socket, which reads as a network error: it is not one.
+        cancellation.raise_if_cancelled()
+        partial.keep_if(keep_partial)
         raise ImportFailed(
             f"could not download from {host}: {_describe_http_error(exc)}", retryable=True
         ) from None
     finally:
+        partial.discard_unless_kept()
         if client is None:
             http.close()
 
@@ -221,6 +256,20 @@ def download_url(
 # --------------------------------------------------------------------------------------
 # Direct media
 # --------------------------------------------------------------------------------------
+
+
+def _abort_stream(response: httpx.Response) -> None:
+    """Unblock a thread reading `response` by shutting its socket (from another thread).
+
+    Closing is not enough: a thread blocked in `recv` on a closed descriptor stays blocked,
+    while `shutdown` wakes it with end-of-file at once.
+    """
+    stream = response.extensions.get("network_stream")
+    get_extra_info = getattr(stream, "get_extra_info", None)
+    sock = get_extra_info("socket") if callable(get_extra_info) else None
+    if isinstance(sock, socket.socket):
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _media_type(response: httpx.Response) -> str:
@@ -288,16 +337,228 @@ def _content_type_for(media_type: str, filename: str) -> str | None:
     return guessed or media_type or None
 
 
-def _save_response(response: httpx.Response, dest_dir: Path, max_bytes: int) -> DownloadedMedia:
+CHECKPOINT_BYTES = 8 * 1024 * 1024
+"""A resumable direct download is flushed to disk and checkpointed this often."""
+
+_PARTIAL = ".partial"
+_PARTIAL_META = ".partial.json"
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a direct download stopped: bytes on disk, and what identifies the remote file.
+
+    Attributes:
+        bytes_done: Bytes written and flushed to the partial file at the last checkpoint.
+        validator: The response's strong ETag, or its Last-Modified date (sent back as
+            ``If-Range``: a file that changed on the server is then sent whole).
+        size_bytes: The whole file's length, as the server declared it.
+    """
+
+    bytes_done: int
+    validator: str
+    size_bytes: int
+
+    @classmethod
+    def from_progress(cls, value: object) -> ResumePoint | None:
+        """Read one back from heartbeat progress; None for anything malformed."""
+        if not isinstance(value, dict):
+            return None
+        done, validator, size = (value.get(k) for k in ("bytes_done", "validator", "size_bytes"))
+        if not (isinstance(done, int) and isinstance(size, int) and 0 < done < size):
+            return None
+        if not isinstance(validator, str) or not validator or len(validator) > 200:
+            return None
+        return cls(bytes_done=done, validator=validator, size_bytes=size)
+
+    def as_progress(self) -> dict[str, Any]:
+        return {
+            "bytes_done": self.bytes_done,
+            "validator": self.validator,
+            "size_bytes": self.size_bytes,
+        }
+
+
+STALE_PARTIAL_S = 24 * 3600.0
+"""Import directories untouched this long are someone's abandoned partial downloads."""
+
+
+@contextmanager
+def resumable_workdir(root: Path, name: str) -> Iterator[Path]:
+    """A directory of `root` for one import, kept after a retryable failure for a resume.
+
+    The same `name` (the video id) gives the same directory, so a retried attempt on this
+    host finds the partial download. An exclusive lock keeps two attempts out of it at
+    once. On success, on a final failure and on cancellation the directory is removed;
+    after a failure worth retrying it stays. Directories of other imports left alone for
+    :data:`STALE_PARTIAL_S` are removed on the way in.
+
+    Raises:
+        ImportFailed: Another attempt of the same import is still running here (retryable).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    _prune_stale(root)
+    workdir = root / safe_filename(name, default_stem="import")
+    workdir.mkdir(exist_ok=True)
+    lock = os.open(workdir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    keep = False
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            keep = True  # not ours to remove
+            raise ImportFailed(
+                "an earlier attempt of this import is still running", retryable=True
+            ) from None
+        try:
+            yield workdir
+        except ImportFailed as exc:
+            keep = exc.retryable
+            raise
+    finally:
+        os.close(lock)
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _prune_stale(root: Path) -> None:
+    now = time.time()
+    for entry in root.iterdir():
+        with suppress(OSError):
+            if entry.is_dir() and now - entry.stat().st_mtime > STALE_PARTIAL_S:
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _validator(response: httpx.Response) -> str | None:
+    etag = str(response.headers.get("etag", ""))
+    if etag.startswith('"') and etag.endswith('"') and len(etag) > 2:
+        return etag  # strong ETags only: If-Range ignores weak ones
+    last_modified = str(response.headers.get("last-modified", ""))
+    return last_modified or None
+
+
+class _Partial:
+    """The partial file of one direct download in its import directory."""
+
+    def __init__(self, dest_dir: Path, resume: ResumePoint | None) -> None:
+        self.dest_dir = dest_dir
+        self.path = dest_dir / _PARTIAL
+        self.resume = resume
+        self._keep = False
+
+    @classmethod
+    def open(cls, dest_dir: Path, resume: ResumePoint | None) -> _Partial:
+        """Use the partial file only if it really holds `resume.bytes_done` bytes of it."""
+        meta = dest_dir / _PARTIAL_META
+        try:
+            recorded = json.loads(meta.read_text(encoding="utf-8")) if resume else None
+            on_disk = (dest_dir / _PARTIAL).stat().st_size if resume else 0
+        except (OSError, ValueError):
+            recorded, on_disk = None, 0
+        if (
+            resume is None
+            or not isinstance(recorded, dict)
+            or recorded.get("validator") != resume.validator
+            or recorded.get("size_bytes") != resume.size_bytes
+            or on_disk < resume.bytes_done
+        ):
+            resume = None
+        partial = cls(dest_dir, resume)
+        if resume is None:
+            partial.clear()
+        else:
+            # Verified: say so at once, so this attempt's heartbeats keep the resume point
+            # even if it dies before its own first checkpoint.
+            cancellation.record_progress(partial=resume.as_progress())
+        return partial
+
+    def request_headers(self) -> dict[str, str]:
+        if self.resume is None:
+            return {}
+        return {"Range": f"bytes={self.resume.bytes_done}-", "If-Range": self.resume.validator}
+
+    def start_offset(self, response: httpx.Response) -> int:
+        """Where the response's bytes go in the file: the resume point, or 0 (start over)."""
+        if response.status_code != 206:
+            return 0  # the whole file (a server that ignores Range, or a changed file)
+        if self.resume is None:
+            raise ImportFailed("the server sent part of the file when asked for all of it")
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+        if (
+            match is None
+            or int(match.group(1)) != self.resume.bytes_done
+            or int(match.group(3)) != self.resume.size_bytes
+            or _validator(response) not in (None, self.resume.validator)
+        ):
+            raise ImportFailed(
+                "the server sent a part of the file that does not continue the download",
+                retryable=True,
+            )
+        return self.resume.bytes_done
+
+    def write_meta(self, validator: str, size_bytes: int) -> None:
+        meta = {"validator": validator, "size_bytes": size_bytes}
+        (self.dest_dir / _PARTIAL_META).write_text(json.dumps(meta), encoding="utf-8")
+
+    def keep_if(self, keep: bool) -> None:
+        self._keep = keep
+
+    def clear(self) -> None:
+        for name in (_PARTIAL, _PARTIAL_META):
+            with suppress(FileNotFoundError):
+                (self.dest_dir / name).unlink()
+
+    def discard_unless_kept(self) -> None:
+        if not self._keep:
+            self.clear()
+
+
+def _save_response(response: httpx.Response, partial: _Partial, max_bytes: int) -> DownloadedMedia:
+    offset = partial.start_offset(response)
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    total = offset + int(declared) if declared.isdigit() else None
+    if total is not None and total > max_bytes:
         raise MediaTooLarge(max_bytes)
 
     media_type = _media_type(response)
     filename = _filename_for(response, media_type)
-    target = dest_dir / filename
-    written = _write_atomically(response.iter_bytes(_CHUNK), target, max_bytes)
-    logger.info("downloaded %d bytes from host %s", written, response.url.host)
+    target = partial.dest_dir / filename
+    validator = _validator(response)
+    checkpoints = validator is not None and total is not None
+    if checkpoints:
+        assert validator is not None and total is not None
+        partial.write_meta(validator, total)
+    # Chunks as they arrive (not re-chunked to a fixed size), so a slow server still lets
+    # the size limit and a cancellation act between small reads.
+    chunks = response.iter_bytes()
+    with partial.path.open("r+b" if offset else "wb") as handle:
+        handle.truncate(offset)
+        handle.seek(offset)
+        written = offset
+        checkpoint = offset
+        for chunk in chunks:
+            cancellation.raise_if_cancelled()
+            written += len(chunk)
+            if written > max_bytes:
+                raise MediaTooLarge(max_bytes)
+            handle.write(chunk)
+            if checkpoints and written - checkpoint >= CHECKPOINT_BYTES:
+                # On disk for good before we say so: a retry may rely on these bytes.
+                handle.flush()
+                os.fsync(handle.fileno())
+                checkpoint = written
+                assert validator is not None and total is not None
+                cancellation.record_progress(
+                    partial=ResumePoint(written, validator, total).as_progress()
+                )
+    if total is not None and written != total:
+        raise ImportFailed(
+            f"the server at {response.url.host} sent {written} of {total} bytes", retryable=True
+        )
+    os.replace(partial.path, target)
+    partial.clear()
+    logger.info("downloaded %d bytes from host %s (%d resumed)", written, response.url.host, offset)
     return DownloadedMedia(
         path=target,
         filename=filename,
@@ -305,25 +566,6 @@ def _save_response(response: httpx.Response, dest_dir: Path, max_bytes: int) -> 
         size_bytes=written,
         final_url=str(response.url),
     )
-
-
-def _write_atomically(chunks: Iterable[bytes], target: Path, max_bytes: int) -> int:
-    """Write chunks to ``target`` via a temp file; nothing remains if the limit is hit."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".download-", suffix=".part")
-    written = 0
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                written += len(chunk)
-                if written > max_bytes:
-                    raise MediaTooLarge(max_bytes)
-                handle.write(chunk)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    return written
 
 
 # --------------------------------------------------------------------------------------
@@ -373,6 +615,8 @@ class _Guard:
             raise
 
     def progress(self, status: dict[str, Any]) -> None:
+        # yt-dlp calls this after every block it reads: the place to stop a canceled import.
+        cancellation.raise_if_cancelled()
         downloaded = status.get("downloaded_bytes") or 0
         total = status.get("total_bytes") or 0
         if downloaded > self.max_bytes or total > self.max_bytes:
@@ -479,6 +723,7 @@ def _download_with_ytdlp(
     resolve: Resolver,
     page_status: int | None,
 ) -> DownloadedMedia:
+    cancellation.raise_if_cancelled()
     work = Path(tempfile.mkdtemp(prefix=".ytdlp-", dir=dest_dir))
     guard = _Guard(resolve, max_bytes)
     try:

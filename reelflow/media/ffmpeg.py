@@ -6,7 +6,13 @@ which run on a thread pool, never from the event loop.
 Safety: ffmpeg and ffprobe only ever read absolute paths of local files we wrote. Inputs
 are passed as `file:<path>` with `-protocol_whitelist file`, and every input is opened
 with `-format_whitelist`, so a crafted upload cannot make ffmpeg follow a playlist
-(HLS, concat) to other files or URLs, nor render a text file as video.
+(HLS, concat) to other files or URLs, nor render a text file as video. `run_tool`, the
+one way tools are started, refuses any other kind of input. An MP4/MOV whose track
+refers to another file (a `dref` data reference) is rejected before ffprobe opens it.
+
+Cancellation: inside a cancel scope (`reelflow.core.cancellation`, set up for activities
+by `activities._support.run_blocking`) a running tool is terminated, then killed, when
+the activity is canceled, and `Cancelled` is raised.
 
 Rejections of the user's file raise `MediaRejected` (permanent: retrying cannot help).
 Problems on our side (tool missing, timeout, crash) raise `MediaToolError`.
@@ -28,7 +34,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+
+from reelflow.core import cancellation
 
 if TYPE_CHECKING:
     from reelflow.core.settings import Settings
@@ -127,7 +135,9 @@ class MediaRejected(Exception):
     Attributes:
         code: A stable machine-readable reason, e.g. `empty_file`, `not_a_video`,
             `unsupported_container`, `unsupported_codec`, `too_large`, `too_long`,
-            `resolution_too_high`, `too_many_streams`, `truncated_file`, `no_audio`.
+            `resolution_too_high`, `too_many_streams`, `truncated_file`, `no_audio`,
+            `unreadable_media` (a track stored in another file; audio with no samples).
+            Every code is a `schemas.failures.FailureCode`.
         message: A sentence a person can act on.
     """
 
@@ -239,24 +249,85 @@ def stderr_tail(text: str) -> str:
     return "…" + text[-_STDERR_TAIL_CHARS:]
 
 
-def _run(args: Sequence[str], *, timeout_s: float, what: str) -> subprocess.CompletedProcess[str]:
-    """Run a media tool with no stdin, capturing output; kill it after `timeout_s`."""
+def run_tool(
+    args: Sequence[str], *, timeout_s: float, what: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a media tool with no stdin, capturing output; kill it after `timeout_s`.
+
+    Every ffmpeg/ffprobe call goes through here. Inside a cancel scope (a canceled
+    activity, see `reelflow.core.cancellation`) the process is terminated, then killed,
+    and `Cancelled` is raised instead of a result.
+
+    Raises:
+        MediaToolError: The tool timed out.
+        Cancelled: The current cancel scope was canceled.
+        ValueError: An input is not a whitelisted local file (see `require_local_inputs`).
+    """
     logger.debug("running %s: %s", what, " ".join(args))
-    try:
-        return subprocess.run(
-            list(args),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        stderr = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else ""
-        raise MediaToolError(
-            f"{what} timed out after {timeout_s:.0f} s: {stderr_tail(stderr) or 'no output'}"
-        ) from None
+    require_local_inputs(args)
+    cancellation.raise_if_cancelled()
+    process = subprocess.Popen(
+        list(args),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        cwd=cwd,
+    )
+    with process, cancellation.watch_process(process):
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+            cancellation.raise_if_cancelled()
+            raise MediaToolError(
+                f"{what} timed out after {timeout_s:.0f} s: {stderr_tail(stderr) or 'no output'}"
+            ) from None
+        except BaseException:
+            # Interrupted (KeyboardInterrupt in a CLI): never leave the tool running.
+            process.kill()
+            process.wait()
+            raise
+    # A tool stopped by our signal "fails"; that is a cancellation, not a bad file.
+    cancellation.raise_if_cancelled()
+    return subprocess.CompletedProcess(list(args), process.returncode, stdout, stderr)
+
+
+_GENERATED_INPUT_FORMATS = frozenset({"lavfi"})
+_FILE_READING_FILTERS = re.compile(r"(?<![\w])a?movie\s*=")
+
+
+def require_local_inputs(args: Sequence[str]) -> None:
+    """Refuse a tool command that could read anything but a local file we name.
+
+    Every `-i` must be a `file:` path opened under `-protocol_whitelist file` (so nothing
+    inside the file, a playlist or an MP4 data reference, can reach another protocol),
+    or a generated `lavfi` graph that does not load files (`movie=`/`amovie=`).
+
+    Raises:
+        ValueError: An input breaks the rule (a bug in the calling code).
+    """
+    input_format: str | None = None
+    whitelist: str | None = None
+    for index, arg in enumerate(args):
+        value = args[index + 1] if index + 1 < len(args) else ""
+        if arg == "-f":
+            input_format = value
+        elif arg == "-protocol_whitelist":
+            whitelist = value
+        elif arg == "-i":
+            if input_format in _GENERATED_INPUT_FORMATS:
+                if _FILE_READING_FILTERS.search(value):
+                    raise ValueError("a generated input must not load files (movie=/amovie=)")
+            elif whitelist != "file" or not value.startswith("file:"):
+                raise ValueError(
+                    f"media tool input {value!r} must be a file: path read with "
+                    "-protocol_whitelist file"
+                )
+            # Input options apply to the next input only.
+            input_format = whitelist = None
 
 
 def _ffprobe_base() -> list[str]:
@@ -413,8 +484,9 @@ def probe_video(path: Path, limits: MediaLimits) -> ProbeReport:
 
     Raises:
         MediaRejected: The file is empty, not a video, in a format or codec we do not
-            accept, over a limit, or cut short.
+            accept, over a limit, cut short, or has a track stored in another file.
         MediaToolError: ffprobe/ffmpeg is missing, timed out or crashed.
+        Cancelled: The activity running this was canceled (ffprobe/ffmpeg is stopped).
         ValueError: `path` is not an absolute path of a regular file.
         FileNotFoundError: `path` does not exist.
     """
@@ -429,6 +501,8 @@ def probe_video(path: Path, limits: MediaLimits) -> ProbeReport:
             "compress or trim it and upload again.",
         )
 
+    # Before ffprobe opens it: a track that points at another file is refused outright.
+    _reject_external_references(path)
     data = _ffprobe_json(path)
     fmt = _as_dict(data.get("format"))
     streams = [_as_dict(s) for s in data.get("streams") or []]
@@ -547,15 +621,25 @@ def probe_video(path: Path, limits: MediaLimits) -> ProbeReport:
 def _ffprobe_json(path: Path) -> dict[str, Any]:
     args = [
         *_ffprobe_base(),
+        # Warnings too: the demuxer says so when it skips a track stored in another file.
+        "-v",
+        "warning",
         "-show_format",
         "-show_streams",
         "-of",
         "json",
         *_input_args(path, demuxers=_PROBE_DEMUXERS),
     ]
-    result = _run(args, timeout_s=PROBE_TIMEOUT_S, what="ffprobe")
+    result = run_tool(args, timeout_s=PROBE_TIMEOUT_S, what="ffprobe")
     if result.returncode != 0:
         _raise_unreadable(path, result.stderr)
+    if "external track" in result.stderr.lower():
+        # Our own box walk missed it (a compressed movie box, say): still refuse.
+        raise MediaRejected(
+            "unreadable_media",
+            "A track of the file refers to media stored in another file, which we never "
+            "open: export the video as one self-contained file and upload it again.",
+        )
     try:
         data = json.loads(result.stdout or "{}")
     except json.JSONDecodeError as exc:
@@ -638,6 +722,85 @@ def _isobmff_missing_index(path: Path) -> bool:
     return False
 
 
+_DREF_PATH = (b"moov", b"trak", b"mdia", b"minf", b"dinf", b"dref")
+_MAX_BOXES = 20_000
+_SELF_CONTAINED = 0x000001
+"""Data-entry flag: "the media data is in the same file as the movie box"."""
+
+
+def _boxes(
+    fh: BinaryIO, start: int, end: int, budget: list[int]
+) -> Iterator[tuple[bytes, int, int]]:
+    """`(type, payload_start, box_end)` of the ISO BMFF boxes in `[start, end)`."""
+    offset = start
+    while offset + 8 <= end and budget[0] > 0:
+        budget[0] -= 1
+        fh.seek(offset)
+        header = fh.read(16)
+        if len(header) < 8:
+            return
+        box_size, box_type = struct.unpack(">I4s", header[:8])
+        payload = offset + 8
+        if box_size == 1:
+            if len(header) < 16:
+                return
+            (box_size,) = struct.unpack(">Q", header[8:16])
+            payload = offset + 16
+        elif box_size == 0:  # runs to the end of its parent
+            box_size = end - offset
+        if box_size < payload - offset or offset + box_size > end:
+            return  # malformed: ffprobe will have its own opinion
+        yield box_type, payload, offset + box_size
+        offset += box_size
+
+
+def isobmff_external_references(path: Path) -> list[str]:
+    """The data references of an MP4/MOV whose media lives outside the file.
+
+    Each track names where its samples are (`moov/trak/mdia/minf/dinf/dref`): normally
+    "this file" (the self-contained flag). An entry without that flag that carries a URL or
+    a Mac alias points at another file, which the demuxer would try to open. Returns a
+    short description per such entry, `[]` for anything else (including non-MP4 files).
+    """
+    size = path.stat().st_size
+    found: list[str] = []
+    budget = [_MAX_BOXES]
+    with path.open("rb") as fh:
+
+        def walk(start: int, end: int, depth: int) -> None:
+            for box_type, payload, box_end in _boxes(fh, start, end, budget):
+                if box_type != _DREF_PATH[depth]:
+                    continue
+                if depth + 1 < len(_DREF_PATH):
+                    walk(payload, box_end, depth + 1)
+                    continue
+                # dref: version/flags, entry count, then one box per entry.
+                for entry_type, entry_payload, entry_end in _boxes(
+                    fh, payload + 8, box_end, budget
+                ):
+                    fh.seek(entry_payload)
+                    flags = int.from_bytes(fh.read(4)[1:4] or b"\0", "big")
+                    has_location = entry_end - entry_payload > 4
+                    if not flags & _SELF_CONTAINED and has_location:
+                        name = entry_type.decode("latin-1").strip() or "?"
+                        found.append(f"a {name!r} data reference")
+
+        walk(0, size, 0)
+    return found
+
+
+def _reject_external_references(path: Path) -> None:
+    external = isobmff_external_references(path)
+    if external:
+        logger.info("refusing %s: %s", path.name, ", ".join(external))
+        raise MediaRejected(
+            "unreadable_media",
+            "A track of the file refers to media stored in another file (an MP4/MOV "
+            "external data reference), which we never open: export the video as one "
+            "self-contained file and upload it again.",
+        )
+
+
 def _container_label(
     demuxer: str, fmt: Mapping[str, Any], video_codec: str, audio_codec: str | None
 ) -> str:
@@ -677,7 +840,7 @@ def _demux_duration(path: Path) -> float | None:
         "-nostats",
         "-",
     ]
-    result = _run(args, timeout_s=DEMUX_DURATION_TIMEOUT_S, what="ffmpeg (duration)")
+    result = run_tool(args, timeout_s=DEMUX_DURATION_TIMEOUT_S, what="ffmpeg (duration)")
     micros = _as_float(_progress_value(result.stdout, "out_time_us"))
     if result.returncode != 0 or micros is None or micros <= 0:
         return None
@@ -712,7 +875,7 @@ def _check_tail_decodes(path: Path, video_end_s: float) -> None:
         "-",
     ]
     try:
-        result = _run(args, timeout_s=TAIL_CHECK_TIMEOUT_S, what="ffmpeg (tail check)")
+        result = run_tool(args, timeout_s=TAIL_CHECK_TIMEOUT_S, what="ffmpeg (tail check)")
     except MediaToolError as exc:
         # A huge keyframe interval can make this slow; an unproven tail is not a reason to
         # reject a file that probed fine.
@@ -753,10 +916,13 @@ def extract_audio(
         The duration of the written audio in seconds.
 
     Raises:
-        MediaRejected: `no_audio` when the video has no audio track.
+        MediaRejected: `no_audio` when the video has no audio track; `unreadable_media`
+            when a track refers to another file or the audio track yields no samples.
         MediaToolError: ffmpeg is missing, timed out or failed.
+        Cancelled: The activity running this was canceled (ffmpeg is stopped).
     """
     _require_local_file(source)
+    _reject_external_references(source)
     with atomic_output(dest_wav) as tmp:
         args = [
             *_ffmpeg_base(),
@@ -782,7 +948,7 @@ def extract_audio(
             "-y",
             f"file:{tmp}",
         ]
-        result = _run(args, timeout_s=timeout_s, what="ffmpeg (extract audio)")
+        result = run_tool(args, timeout_s=timeout_s, what="ffmpeg (extract audio)")
         if result.returncode != 0:
             if "matches no streams" in result.stderr:
                 raise MediaRejected(
@@ -794,6 +960,14 @@ def extract_audio(
                 f"ffmpeg could not extract audio from {source.name}: {stderr_tail(result.stderr)}"
             )
         duration = wav_duration(tmp)
+        if duration <= 0:
+            # ffmpeg "succeeds" with a header and no samples when the audio track's
+            # packets cannot be read; transcribing nothing would only fail later.
+            raise MediaRejected(
+                "unreadable_media",
+                "The audio track holds no sound that can be read: export the video "
+                "again with its audio and upload it.",
+            )
     logger.info("extracted %.2f s of audio from %s", duration, source.name)
     return duration
 
@@ -828,9 +1002,12 @@ def extract_thumbnail(
         timeout_s: Kill each ffmpeg attempt after this long.
 
     Raises:
+        MediaRejected: `unreadable_media` when a track refers to another file.
         MediaToolError: No frame could be decoded, or ffmpeg is missing or failed.
+        Cancelled: The activity running this was canceled (ffmpeg is stopped).
     """
     _require_local_file(source)
+    _reject_external_references(source)
     if max_width < 2:
         raise ValueError("max_width must be at least 2")
     at_s = at_s if math.isfinite(at_s) and at_s > 0 else 0.0
@@ -862,7 +1039,7 @@ def extract_thumbnail(
                 "-y",
                 f"file:{tmp}",
             ]
-            result = _run(args, timeout_s=timeout_s, what="ffmpeg (thumbnail)")
+            result = run_tool(args, timeout_s=timeout_s, what="ffmpeg (thumbnail)")
             # ffmpeg exits 0 without writing anything when no frame passes the filters.
             if result.returncode == 0 and tmp.exists() and tmp.stat().st_size > 0:
                 return
@@ -927,47 +1104,3 @@ def read_wav_segment(wav: Path, start_s: float, end_s: float, dest: Path) -> flo
                     remaining -= len(block) // (src.getsampwidth() * src.getnchannels())
             written = wav_duration(tmp)
     return written
-
-
-# --- Planning ---------------------------------------------------------------------------
-
-MIN_TAIL_FRACTION = 0.2
-"""A last window shorter than this share of a window joins the previous one."""
-
-
-def plan_segments(duration_s: float, segment_s: float) -> list[tuple[float, float]]:
-    """Split `[0, duration_s]` into contiguous windows of `segment_s` seconds.
-
-    A last window shorter than a fifth of `segment_s` is merged into the one before, so
-    no window is a sliver that transcribes badly. Bounds are rounded to milliseconds.
-    Pure and deterministic (workflow code mirrors it).
-
-    Args:
-        duration_s: Total length; zero or less gives no windows.
-        segment_s: Nominal window length; must be positive.
-
-    Returns:
-        `(start_s, end_s)` pairs; the first starts at 0, each starts where the previous
-        ended, and the last ends at `duration_s`.
-
-    Raises:
-        ValueError: `segment_s` is not positive, or either value is not finite.
-    """
-    if not (math.isfinite(duration_s) and math.isfinite(segment_s)):
-        raise ValueError("duration_s and segment_s must be finite")
-    if segment_s <= 0:
-        raise ValueError("segment_s must be positive")
-    if duration_s <= 0:
-        return []
-    count = int(duration_s // segment_s)
-    if count * segment_s < duration_s:
-        count += 1
-    # Multiply instead of accumulating so bounds do not drift over many windows.
-    windows = [
-        (round(i * segment_s, 3), round(min((i + 1) * segment_s, duration_s), 3))
-        for i in range(count)
-    ]
-    if len(windows) > 1 and windows[-1][1] - windows[-1][0] < segment_s * MIN_TAIL_FRACTION:
-        _, tail_end = windows.pop()
-        windows[-1] = (windows[-1][0], tail_end)
-    return windows

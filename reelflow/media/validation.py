@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import subprocess
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,11 +26,11 @@ from reelflow.media.ffmpeg import (
     ALLOWED_DEMUXERS,
     MediaLimits,
     MediaRejected,
-    MediaToolError,
     ProbeReport,
     extract_thumbnail,
     probe_video,
     require_tool,
+    run_tool,
     stderr_tail,
 )
 
@@ -393,6 +392,7 @@ def black_seconds(path: Path) -> float:
 
     Raises:
         MediaToolError: ffmpeg is missing or timed out.
+        Cancelled: The activity running this was canceled (ffmpeg is stopped).
     """
     args = [
         require_tool("ffmpeg"),
@@ -417,20 +417,7 @@ def black_seconds(path: Path) -> float:
         "null",
         "-",
     ]
-    try:
-        result = subprocess.run(
-            args,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=BLACKDETECT_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise MediaToolError(
-            f"ffmpeg (blackdetect) timed out after {BLACKDETECT_TIMEOUT_S:.0f} s"
-        ) from None
+    result = run_tool(args, timeout_s=BLACKDETECT_TIMEOUT_S, what="ffmpeg (blackdetect)")
     if result.returncode != 0:
         raise _UndecodableVideo(stderr_tail(result.stderr) or f"ffmpeg exit {result.returncode}")
     return sum(float(match) for match in _BLACK_DURATION.findall(result.stderr))

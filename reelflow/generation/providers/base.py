@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
+from reelflow.core.cancellation import raise_if_cancelled
 from reelflow.core.provider_errors import ProviderError, ProviderPermanentError
 from reelflow.generation.capabilities import ModelCapabilities, check_request, get_capabilities
 from reelflow.media.ffmpeg import atomic_output
@@ -229,6 +230,7 @@ class RemoteVideoProvider(ABC):
         written = 0
         with atomic_output(dest) as tmp, tmp.open("wb") as fh:
             for chunk in chunks:
+                raise_if_cancelled()  # a canceled download activity stops between chunks
                 written += len(chunk)
                 if written > self.max_download_bytes:
                     raise ProviderPermanentError(

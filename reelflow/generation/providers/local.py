@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 import textwrap
 import threading
@@ -40,7 +39,13 @@ from reelflow.generation.providers.base import (
     JobStatus,
     check_job_request,
 )
-from reelflow.media.ffmpeg import MediaToolError, atomic_output, require_tool, stderr_tail
+from reelflow.media.ffmpeg import (
+    MediaToolError,
+    atomic_output,
+    require_tool,
+    run_tool,
+    stderr_tail,
+)
 from reelflow.media.validation import frame_size
 
 logger = logging.getLogger(__name__)
@@ -588,19 +593,8 @@ def _encode(
             "-f", "mp4", "-y", f"file:{tmp}",
         ]  # fmt: skip
         timeout_s = max(120.0, duration_s * 10)
-        try:
-            result = subprocess.run(
-                args,
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise MediaToolError(f"ffmpeg timed out after {timeout_s:.0f} s") from None
+        # run_tool: input whitelist check, timeout, and stopped with a canceled scope.
+        result = run_tool(args, timeout_s=timeout_s, what="ffmpeg (render)", cwd=workdir)
         if result.returncode != 0:
             raise MediaToolError(
                 f"ffmpeg could not render {dest.name}: "

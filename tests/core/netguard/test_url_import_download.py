@@ -11,9 +11,17 @@ import pytest
 import yt_dlp
 from yt_dlp.extractor.common import InfoExtractor
 
+from reelflow.core.cancellation import Cancelled, CancelScope
 from reelflow.core.netguard import UrlNotAllowed, guarded_client
 from reelflow.core.storage import ObjectTooLarge
-from reelflow.ingest.url_import import DownloadedMedia, ImportFailed, download_url
+from reelflow.ingest import url_import
+from reelflow.ingest.url_import import (
+    DownloadedMedia,
+    ImportFailed,
+    ResumePoint,
+    _Guard,
+    download_url,
+)
 from tests.core.netguard.netguard_fakes import (
     PUBLIC_IP,
     FakeResolver,
@@ -374,3 +382,241 @@ def test_server_error_page_is_a_retryable_failure(tmp_path: Path) -> None:
 
     assert excinfo.value.retryable
     assert files_in(tmp_path / "dest") == []
+
+
+# --- cancellation (inside an activity's cancel scope) ------------------------------------------
+
+
+def test_a_canceled_scope_makes_no_request(tmp_path: Path) -> None:
+    web = FakeWeb()
+    web.route("videos.example.com", serve_bytes(VIDEO, "video/mp4"))
+    scope = CancelScope()
+    scope.cancel()
+
+    with pytest.raises(Cancelled):
+        scope.run(lambda: run_import(web, "http://videos.example.com/clip.mp4", tmp_path / "d"))
+
+    assert web.seen == []
+    assert files_in(tmp_path / "d") == []
+
+
+def test_cancel_mid_download_stops_reading_and_leaves_nothing(tmp_path: Path) -> None:
+    scope = CancelScope()
+    sent_chunks = 0
+
+    def endless() -> Iterator[bytes]:
+        nonlocal sent_chunks
+        for _ in range(1000):  # bounded: a broken cancel fails instead of hanging
+            sent_chunks += 1
+            if sent_chunks == 5:
+                scope.cancel()  # as the activity's event loop would, mid-stream
+            yield b"\0" * 4096
+
+    web = FakeWeb()
+    web.route(
+        "videos.example.com",
+        lambda request: httpx.Response(
+            200, headers={"Content-Type": "video/mp4"}, content=endless()
+        ),
+    )
+    dest = tmp_path / "dest"
+
+    with pytest.raises(Cancelled):
+        scope.run(lambda: run_import(web, "http://videos.example.com/live.mp4", dest))
+
+    assert sent_chunks <= 6
+    assert files_in(dest) == []
+
+
+def test_a_canceled_ytdlp_download_stops_at_its_next_progress_report() -> None:
+    guard = _Guard(FakeResolver(), max_bytes=1_000_000)
+    scope = CancelScope()
+    status = {"status": "downloading", "downloaded_bytes": 4096, "total_bytes": 500_000}
+
+    scope.run(lambda: guard.progress(status))  # not canceled: carries on
+    scope.cancel()
+    with pytest.raises(Cancelled):
+        scope.run(lambda: guard.progress(status))
+    guard.progress(status)  # outside any scope (a CLI import): nothing to cancel
+
+
+# --- resuming a direct download --------------------------------------------------------------
+
+ETAG = '"v1-abc"'
+
+
+def ranged(data: bytes, *, etag: str = ETAG, break_after: int | None = None) -> Any:
+    """Serves `data`, honouring `Range` with a matching `If-Range`; may cut the body short."""
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        wanted = request.headers.get("range")
+        seen.append(wanted)
+        start = 0
+        if wanted and request.headers.get("if-range") == etag:
+            start = int(wanted.removeprefix("bytes=").removesuffix("-"))
+        body = data[start:]
+        headers = {"Content-Type": "video/mp4", "ETag": etag, "Content-Length": str(len(body))}
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+
+        def stream() -> Iterator[bytes]:
+            for offset in range(0, len(body), 16_384):
+                if break_after is not None and offset >= break_after and not start:
+                    raise httpx.ReadError("connection reset by peer")
+                yield body[offset : offset + 16_384]
+
+        return httpx.Response(206 if start else 200, headers=headers, content=stream())
+
+    handler.seen = seen  # type: ignore[attr-defined]
+    return handler
+
+
+@pytest.fixture
+def small_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(url_import, "CHECKPOINT_BYTES", 32_768)
+
+
+def import_in_scope(
+    web: FakeWeb, dest: Path, resume: ResumePoint | None = None
+) -> tuple[DownloadedMedia | BaseException, dict[str, Any]]:
+    """Run an import as an activity would (a scope, partials kept); result and progress."""
+    scope = CancelScope()
+    resolver = FakeResolver()
+
+    def run() -> DownloadedMedia:
+        with guarded_client(resolver, transport=web.transport()) as client:
+            return download_url(
+                "http://videos.example.com/talk.mp4",
+                dest,
+                10_000_000,
+                resolve=resolver,
+                client=client,
+                resume=resume,
+                keep_partial=True,
+            )
+
+    try:
+        return scope.run(run), scope.progress()
+    except ImportFailed as exc:
+        return exc, scope.progress()
+
+
+@pytest.mark.usefixtures("small_checkpoints")
+def test_a_broken_download_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    web = FakeWeb()
+    first_server = ranged(VIDEO, break_after=200_000)
+    web.route("videos.example.com", first_server)
+    dest = tmp_path / "import"
+
+    failed, progress = import_in_scope(web, dest)
+
+    assert isinstance(failed, ImportFailed) and failed.retryable
+    point = ResumePoint.from_progress(progress["partial"])
+    assert point is not None and point.validator == ETAG and point.size_bytes == len(VIDEO)
+    assert 32_768 <= point.bytes_done <= 200_000
+    assert files_in(dest) == [".partial", ".partial.json"]  # kept for the retry
+
+    second_server = ranged(VIDEO)
+    web.route("videos.example.com", second_server)
+    media, progress = import_in_scope(web, dest, point)
+
+    assert isinstance(media, DownloadedMedia)
+    assert second_server.seen == [f"bytes={point.bytes_done}-"]
+    assert media.path.read_bytes() == VIDEO
+    assert media.size_bytes == len(VIDEO)
+    assert files_in(dest) == ["talk.mp4"]
+    # Verified, the point was recorded again, then moved on with new checkpoints.
+    assert progress["partial"]["bytes_done"] > point.bytes_done
+
+
+@pytest.mark.usefixtures("small_checkpoints")
+def test_a_file_changed_on_the_server_is_downloaded_whole(tmp_path: Path) -> None:
+    web = FakeWeb()
+    web.route("videos.example.com", ranged(VIDEO, break_after=100_000))
+    dest = tmp_path / "import"
+    _, progress = import_in_scope(web, dest)
+    point = ResumePoint.from_progress(progress["partial"])
+    assert point is not None
+
+    changed = bytes(reversed(VIDEO))
+    server = ranged(changed, etag='"v2-def"')  # If-Range no longer matches: 200, all of it
+    web.route("videos.example.com", server)
+    media, _ = import_in_scope(web, dest, point)
+
+    assert isinstance(media, DownloadedMedia)
+    assert server.seen == [f"bytes={point.bytes_done}-"]
+    assert media.path.read_bytes() == changed
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda dest: (dest / ".partial").write_bytes(b"short"),  # fewer bytes than claimed
+        lambda dest: (dest / ".partial.json").write_text('{"validator": "\\"other\\""}'),
+        lambda dest: (dest / ".partial").unlink(),
+    ],
+)
+@pytest.mark.usefixtures("small_checkpoints")
+def test_a_resume_point_the_disk_does_not_back_starts_over(tmp_path: Path, tamper: Any) -> None:
+    web = FakeWeb()
+    web.route("videos.example.com", ranged(VIDEO, break_after=100_000))
+    dest = tmp_path / "import"
+    _, progress = import_in_scope(web, dest)
+    point = ResumePoint.from_progress(progress["partial"])
+    assert point is not None
+    tamper(dest)
+
+    server = ranged(VIDEO)
+    web.route("videos.example.com", server)
+    media, _ = import_in_scope(web, dest, point)
+
+    assert isinstance(media, DownloadedMedia)
+    assert server.seen == [None]  # asked for the whole file
+    assert media.path.read_bytes() == VIDEO
+
+
+@pytest.mark.usefixtures("small_checkpoints")
+def test_a_part_that_does_not_continue_the_file_is_refused(tmp_path: Path) -> None:
+    web = FakeWeb()
+    web.route("videos.example.com", ranged(VIDEO, break_after=100_000))
+    dest = tmp_path / "import"
+    _, progress = import_in_scope(web, dest)
+    point = ResumePoint.from_progress(progress["partial"])
+    assert point is not None
+
+    def wrong_range(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            206,
+            headers={"Content-Type": "video/mp4", "Content-Range": f"bytes 0-99/{len(VIDEO)}"},
+            content=VIDEO[:100],
+        )
+
+    web.route("videos.example.com", wrong_range)
+    failed, _ = import_in_scope(web, dest, point)
+
+    assert isinstance(failed, ImportFailed) and failed.retryable
+    assert files_in(dest) == []  # nothing trusted is left: the next attempt starts over
+
+
+def test_no_checkpoints_without_a_validator(tmp_path: Path) -> None:
+    web = FakeWeb()
+    web.route("videos.example.com", serve_bytes(VIDEO, "video/mp4"))  # no ETag, no date
+    media, progress = import_in_scope(web, tmp_path / "import")
+    assert isinstance(media, DownloadedMedia)
+    assert "partial" not in progress
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "12",
+        {"bytes_done": 0, "validator": ETAG, "size_bytes": 10},
+        {"bytes_done": 10, "validator": ETAG, "size_bytes": 10},
+        {"bytes_done": 5, "validator": "", "size_bytes": 10},
+        {"bytes_done": "5", "validator": ETAG, "size_bytes": 10},
+    ],
+)
+def test_malformed_resume_points_are_ignored(value: object) -> None:
+    assert ResumePoint.from_progress(value) is None
