@@ -7,12 +7,11 @@ import asyncio
 from reelflow.core.runs import start_ingest
 from reelflow.dev.samples import SpeechVideo
 from reelflow.dev.stack import EmbeddedPostgres
-from schemas.ingest import VideoStatus
+from schemas.ingest import IngestResult, VideoStatus
 from schemas.queues import TaskQueues
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_ingest_pipeline import add_video, counts, ingest, running_workers
 from tests.e2e.test_worker_crash import windows_done
-from workflows.ingest import IngestWorkflow
 
 
 async def test_a_postgres_restart_mid_ingest_loses_nothing(
@@ -37,7 +36,7 @@ async def test_a_postgres_restart_mid_ingest_loses_nothing(
         await asyncio.sleep(3)
         await asyncio.to_thread(postgres_server.start)
         result = await asyncio.wait_for(
-            pipeline.client.get_workflow_handle_for(IngestWorkflow.run, workflow_id).result(),
+            pipeline.client.get_workflow_handle(workflow_id, result_type=IngestResult).result(),
             timeout=180,
         )
     assert result.status == VideoStatus.COMPLETED
