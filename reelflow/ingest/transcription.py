@@ -24,6 +24,7 @@ import openai
 from reelflow.core.cancellation import raise_if_cancelled
 from reelflow.core.openai_client import build_openai_client
 from reelflow.core.provider_errors import classify_openai_error
+from reelflow.ingest.speech_plan import speech_detector_options
 
 if TYPE_CHECKING:
     from reelflow.core.settings import Settings
@@ -83,7 +84,7 @@ def wav_duration_s(wav_path: Path) -> float:
         return wav.getnframes() / rate if rate else 0.0
 
 
-def _read_pcm16_mono(wav_path: Path) -> npt.NDArray[np.float32] | None:
+def read_pcm16_mono(wav_path: Path) -> npt.NDArray[np.float32] | None:
     """Samples in [-1, 1] if the file is 16 kHz mono 16-bit PCM, else ``None``."""
     try:
         with wave.open(str(wav_path), "rb") as wav:
@@ -179,7 +180,7 @@ class LocalWhisperTranscriber:
 
         Silent or empty audio gives an empty ``segments`` list.
         """
-        audio: Any = _read_pcm16_mono(wav_path)
+        audio: Any = read_pcm16_mono(wav_path)
         if audio is None:
             # Any other format: faster-whisper decodes and resamples it with PyAV.
             from faster_whisper import decode_audio
@@ -193,8 +194,16 @@ class LocalWhisperTranscriber:
         raw_segments, info = model.transcribe(
             audio,
             beam_size=self.beam_size,
-            # We cut segments ourselves; VAD here would only drop more audio.
-            vad_filter=False,
+            # One temperature, so no fallback to sampling: the default ladder
+            # (0.2 ... 1.0) samples with an unseeded generator, so the same audio gave
+            # different text run to run, and a window whose every try failed the
+            # thresholds was dropped whole.
+            temperature=0.0,
+            # Windows are cut at silences by the same detector; inside a window it drops
+            # pauses, where Whisper would otherwise invent text or call a 30 s stretch
+            # "no speech" and skip it.
+            vad_filter=True,
+            vad_parameters=speech_detector_options(),
             word_timestamps=False,
             # Prompting each window with the previous text is what sends Whisper into
             # repetition loops; segments are short enough not to need the context.

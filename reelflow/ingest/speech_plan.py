@@ -1,0 +1,160 @@
+"""Where the speech is, and transcription windows cut at the silences between it.
+
+Fixed windows cut words in half at every boundary, and a boundary inside a sentence loses
+it from both sides. The plan here finds voiced regions with the Silero detector shipped
+inside faster-whisper (its ONNX model is in the wheel, nothing downloads) and places each
+window boundary in the middle of a pause, as close to the target window length as the
+pauses allow. The plan is computed once per extracted audio file and stored, so every
+retry transcribes exactly the same windows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+SAMPLE_RATE = 16_000
+
+PLAN_VERSION = 1
+"""Stored with the plan, so a later planner can tell plans it did not make."""
+
+# Pauses shorter than this stay inside a voiced region: espeak and real speakers pause
+# 0.3-0.8 s between sentences, and a region per sentence would only add candidate cuts
+# that a longer pause nearby already offers.
+_MIN_SILENCE_MS = 1000
+# Padding kept around each region, so a boundary never clips a soft onset or tail.
+_SPEECH_PAD_MS = 400
+# A window may stretch or shrink this much around the target to reach a pause.
+_WINDOW_SLACK = 0.5
+
+
+Window = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class SpeechPlan:
+    """Voiced regions of one audio file and the windows to transcribe it in.
+
+    Attributes:
+        audio_duration_s: Length of the decoded audio the plan was made on.
+        voiced: Voiced regions in time order, seconds from the start.
+        windows: Contiguous windows covering ``[0, audio_duration_s]``.
+    """
+
+    audio_duration_s: float
+    voiced: list[Window]
+    windows: list[Window]
+
+    def to_json(self) -> dict[str, Any]:
+        """What the ``videos.transcription_plan`` column stores."""
+        return {
+            "version": PLAN_VERSION,
+            "audio_duration_s": self.audio_duration_s,
+            "voiced": [list(region) for region in self.voiced],
+            "windows": [list(window) for window in self.windows],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SpeechPlan | None:
+        """The stored plan, or ``None`` for a plan of another version."""
+        if data.get("version") != PLAN_VERSION:
+            return None
+        return cls(
+            audio_duration_s=float(data["audio_duration_s"]),
+            voiced=[(float(s), float(e)) for s, e in data["voiced"]],
+            windows=[(float(s), float(e)) for s, e in data["windows"]],
+        )
+
+
+def speech_detector_options(max_speech_s: float | None = None) -> Any:
+    """Silero settings shared by the planner and the decoder's own filter."""
+    # Imported here: faster-whisper pulls in CTranslate2 and onnxruntime.
+    from faster_whisper.vad import VadOptions
+
+    return VadOptions(
+        min_silence_duration_ms=_MIN_SILENCE_MS,
+        speech_pad_ms=_SPEECH_PAD_MS,
+        max_speech_duration_s=max_speech_s if max_speech_s else float("inf"),
+    )
+
+
+def voiced_regions(
+    audio: npt.NDArray[np.float32], *, max_speech_s: float | None = None
+) -> list[Window]:
+    """Voiced regions of 16 kHz mono samples, in seconds, rounded to milliseconds.
+
+    ``max_speech_s`` splits longer regions at their longest inner pause (or, with no pause
+    at all, where the length runs out), so every region fits in a window.
+    """
+    from faster_whisper.vad import get_speech_timestamps
+
+    if len(audio) == 0:
+        return []
+    stamps = get_speech_timestamps(audio, speech_detector_options(max_speech_s))
+    return [
+        (round(stamp["start"] / SAMPLE_RATE, 3), round(stamp["end"] / SAMPLE_RATE, 3))
+        for stamp in stamps
+    ]
+
+
+def plan_speech_windows(voiced: list[Window], duration_s: float, target_s: float) -> list[Window]:
+    """Contiguous windows over ``[0, duration_s]`` whose boundaries fall between regions.
+
+    Each boundary is the middle of a pause between two voiced regions, chosen as close to
+    ``target_s`` after the window's start as possible within ±50 %; with no pause in that
+    range, the next pause after it. Pure and deterministic.
+    """
+    if duration_s <= 0:
+        return []
+    if target_s <= 0:
+        raise ValueError("target_s must be positive")
+    cuts = sorted(
+        {
+            round((end + start) / 2, 3)
+            for (_, end), (start, _) in itertools.pairwise(voiced)
+            if 0.0 < (end + start) / 2 < duration_s
+        }
+    )
+    windows: list[Window] = []
+    start = 0.0
+    while duration_s - start > target_s * (1 + _WINDOW_SLACK / 2):
+        ideal = start + target_s
+        near = [c for c in cuts if abs(c - ideal) <= target_s * _WINDOW_SLACK]
+        later = [c for c in cuts if c > start + target_s * _WINDOW_SLACK]
+        if near:
+            cut = min(near, key=lambda c: (abs(c - ideal), c))
+        elif later:
+            cut = later[0]
+        else:
+            break
+        if duration_s - cut < target_s * _WINDOW_SLACK / 2:
+            # A sliver of a window costs a model call for a second of audio.
+            break
+        windows.append((round(start, 3), cut))
+        start = cut
+    windows.append((round(start, 3), round(duration_s, 3)))
+    return windows
+
+
+def plan_speech(wav_path: Path, target_s: float) -> SpeechPlan:
+    """Read a 16 kHz mono WAV, find its speech and plan its windows (blocking, CPU)."""
+    from faster_whisper import decode_audio
+
+    from reelflow.ingest.transcription import read_pcm16_mono
+
+    audio: Any = read_pcm16_mono(wav_path)
+    if audio is None:
+        audio = decode_audio(str(wav_path), sampling_rate=SAMPLE_RATE)
+    duration = round(len(audio) / SAMPLE_RATE, 3)
+    voiced = voiced_regions(audio, max_speech_s=target_s)
+    return SpeechPlan(
+        audio_duration_s=duration,
+        voiced=voiced,
+        windows=plan_speech_windows(voiced, duration, target_s),
+    )
