@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from reelflow.core.cancellation import Cancelled, CancelScope
 from reelflow.core.provider_errors import ProviderPermanentError
 from reelflow.generation.capabilities import get_capabilities
 from reelflow.generation.providers.base import (
@@ -99,6 +100,8 @@ _TONE_HZ = 220
 _MAX_DRAWN_CHARS = 280
 _LATENCY_POLL_S = 0.05
 _EVENTS_FILE = "events.jsonl"
+_CANCEL_WATCH_S = 0.2
+"""How often a render checks whether its job was canceled (it then stops ffmpeg)."""
 
 
 @dataclass
@@ -419,10 +422,13 @@ class LocalRenderer:
             if record.state in TERMINAL_STATES:
                 return
             self._log_event("render", record.idempotency_key, job_id)
-            error = self._produce_output(record)
+            error = self._render_unless_canceled(record)
             self._update(job_id, lambda r: self._finish(r, error))
             if self._read(job_id).state == "canceled":
                 self._output_path(job_id).unlink(missing_ok=True)
+        except Cancelled:
+            # `cancel` already recorded the job as canceled; drop what the render left.
+            self._output_path(job_id).unlink(missing_ok=True)
         except Exception:
             # A background thread has nobody to raise to: record the failure as the job's.
             logger.exception("local job %s crashed", job_id)
@@ -430,6 +436,33 @@ class LocalRenderer:
                 self._update(job_id, lambda r: self._finish(r, "the renderer crashed"))
         finally:
             os.close(lock_fd)
+
+    def _render_unless_canceled(self, record: _JobRecord) -> str | None:
+        """Produce the output in a cancel scope that a cancel of the job trips.
+
+        `cancel` may run in another process (it only rewrites the job record), so a watcher
+        re-reads the record while ffmpeg works and stops the render when it turns canceled.
+
+        Raises:
+            Cancelled: the job was canceled while it rendered.
+        """
+        scope = CancelScope()
+        rendering = threading.Event()
+
+        def watch() -> None:
+            while not rendering.wait(_CANCEL_WATCH_S):
+                with contextlib.suppress(Exception):
+                    if self._read(record.job_id).state == "canceled":
+                        scope.cancel()
+                        return
+
+        watcher = threading.Thread(target=watch, name=f"render-watch-{record.job_id}")
+        watcher.start()
+        try:
+            return scope.run(lambda: self._produce_output(record))
+        finally:
+            rendering.set()
+            watcher.join()
 
     def _mark_running(self, record: _JobRecord) -> None:
         if record.state == "queued":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -262,6 +264,41 @@ def test_cancel_while_running_stops_the_job(tmp_path: Path) -> None:
     assert renderer.renders_started("cancel-me") == 0
     with pytest.raises(ProviderPermanentError):
         renderer.download(job_id, tmp_path / "out.mp4")
+
+
+def _ffmpeg_children() -> set[int]:
+    """Live ffmpeg processes started by this test process."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+        except (OSError, IndexError):
+            continue
+        # fields[0] is the state, fields[1] the parent pid; zombies are already stopped.
+        if name == "ffmpeg" and int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_cancel_while_rendering_stops_ffmpeg(tmp_path: Path) -> None:
+    renderer = LocalRenderer(tmp_path)
+    # A minute of 1080p keeps ffmpeg busy for many seconds on this machine.
+    job_id = renderer.submit(job_request("long", duration_s=60, resolution="1080p"))
+    deadline = time.monotonic() + 30
+    while not _ffmpeg_children():
+        assert time.monotonic() < deadline, "the render never started ffmpeg"
+        time.sleep(0.05)
+
+    assert renderer.cancel(job_id) is True
+    stopped_by = time.monotonic() + 2.0
+    while _ffmpeg_children():
+        assert time.monotonic() < stopped_by, "ffmpeg still running 2 s after the cancel"
+        time.sleep(0.05)
+    assert wait_for(renderer, job_id, timeout_s=5).state == "canceled"
+    with pytest.raises(ProviderPermanentError):
+        renderer.download(job_id, tmp_path / "out.mp4")
+    assert not list(tmp_path.glob(f"{job_id}.out*"))
 
 
 def test_cancel_after_success_reports_false(tmp_path: Path) -> None:
