@@ -241,6 +241,17 @@ class Transcript(BaseModel):
 # --- search ---------------------------------------------------------------------------------
 
 
+class SearchMode(StrEnum):
+    """How `GET /v1/search` finds passages."""
+
+    HYBRID = "hybrid"
+    """Meaning and words, fused: the default."""
+    VECTOR = "vector"
+    """Closest in meaning (embedding similarity) only."""
+    TEXT = "text"
+    """Containing the query's words (full-text search) only; the query is not embedded."""
+
+
 class SearchResult(BaseModel):
     """A passage that matches the query, with where it is in the video."""
 
@@ -249,7 +260,19 @@ class SearchResult(BaseModel):
     start_s: float
     end_s: float
     text: str
-    score: float = Field(description="Cosine similarity, 1 is identical.")
+    score: float = Field(
+        description=(
+            "What results are ordered by, 0..1. `vector`: cosine similarity (1 is identical). "
+            "`hybrid` and `text`: fused rank, 1 for a passage ranked first by every method."
+        )
+    )
+    similarity: float | None = Field(
+        default=None, description="Cosine similarity to the query; null in `text` mode."
+    )
+    text_match: bool = Field(
+        default=False,
+        description="The passage matched words of the query (`text` and `hybrid` modes).",
+    )
 
 
 class SearchResponse(BaseModel):

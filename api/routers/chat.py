@@ -29,6 +29,7 @@ from reelflow.chat.service import (
     list_sessions,
     session_messages,
 )
+from reelflow.search.hybrid import FusionWeights
 from schemas.api import ErrorResponse
 from schemas.chat import (
     ChatContentEvent,
@@ -53,6 +54,9 @@ def get_chat_service(resources: ResourcesDep, answerer: AnswererDep) -> ChatServ
         context_tokens=settings.chat_context_tokens,
         recency_boost=settings.chat_recency_boost,
         popularity_boost=settings.chat_popularity_boost,
+        weights=FusionWeights(
+            vector=settings.search_vector_weight, text=settings.search_text_weight
+        ),
     )
     return ChatService(
         sessions=resources.sessions,

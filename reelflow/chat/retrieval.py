@@ -7,11 +7,14 @@ One call of :meth:`Retriever.retrieve`:
    question is not even embedded (an embedding provider would bill for it).
 2. **Embed** the question with the same embedder the chunks were indexed with, in a worker
    thread (model inference and SDK calls block).
-3. **Search** pgvector with :func:`reelflow.search.vectors.search_chunks`, the query
-   `GET /v1/search` runs too, scoped to the tenant and optionally to a collection and/or a
-   list of videos, for :data:`CANDIDATES` chunks.
-4. **Rank**: cosine similarity plus two settable boosts (seed 004),
-   ``score = similarity + recency_boost * recency + popularity_boost * popularity``, where
+3. **Search** with :func:`reelflow.search.hybrid.find_chunks`, the search `GET /v1/search`
+   runs too (hybrid by default: the HNSW vector search fused with full-text search, so a
+   question naming a product code or a year finds the passage that says it), scoped to the
+   tenant and optionally to a collection and/or a list of videos, for :data:`CANDIDATES`
+   chunks.
+4. **Rank**: the search's relevance (0..1; cosine similarity in vector mode) plus two
+   settable boosts (seed 004),
+   ``score = relevance + recency_boost * recency + popularity_boost * popularity``, where
    recency is 1 for a video created now and halves every :data:`RECENCY_HALF_LIFE_DAYS`
    days, and popularity is a 0..1 figure per video from a :class:`PopularitySource`. There
    are no performance metrics yet, so the default source says 0 for every video: the
@@ -44,7 +47,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from reelflow.chat.answerers import Passage, estimate_tokens
 from reelflow.core.db import SessionFactory
 from reelflow.search.embedding import Embedder, EmbeddingBatch
-from reelflow.search.vectors import SearchHit, search_chunks
+from reelflow.search.hybrid import FusionWeights, SearchMode, find_chunks
+from reelflow.search.vectors import SearchHit
 from schemas.tables import Video
 
 CANDIDATES = 24
@@ -82,7 +86,7 @@ class RetrievedPassage:
         end_s: End of the chunk, in seconds.
         text: The chunk's transcript text.
         similarity: Cosine similarity to the question.
-        score: ``similarity`` plus boosts; passages are ordered by it.
+        score: The search's relevance plus boosts; passages are ordered by it.
     """
 
     chunk_id: uuid.UUID
@@ -305,6 +309,8 @@ class Retriever:
         candidates: int = CANDIDATES,
         max_passages: int = MAX_PASSAGES,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        mode: SearchMode = "hybrid",
+        weights: FusionWeights | None = None,
     ) -> None:
         """Configure retrieval; cheap, so one per request is fine (share the cache).
 
@@ -318,6 +324,8 @@ class Retriever:
             candidates: Chunks fetched from the index before ranking.
             max_passages: Passages per prompt at most.
             now: The clock recency is measured against.
+            mode: How the search ranks (see :func:`reelflow.search.hybrid.find_chunks`).
+            weights: Of the vector and text rankings in hybrid mode; equal by default.
         """
         self._embedder = embedder
         self._cache = cache
@@ -328,6 +336,8 @@ class Retriever:
         self._candidates = candidates
         self._max_passages = max_passages
         self._now = now
+        self.mode: SearchMode = mode
+        self.weights = weights or FusionWeights()
 
     def cache_key(
         self, tenant_id: uuid.UUID, question: str, scope: RetrievalScope
@@ -340,6 +350,7 @@ class Retriever:
             self._embedder.model_name,
             f"{self.recency_boost:g}/{self.popularity_boost:g}",
             f"{self.context_tokens}/{self._candidates}/{self._max_passages}",
+            f"{self.mode}/{self.weights.vector:g}/{self.weights.text:g}",
         )
 
     def _embed(self, question: str) -> tuple[EmbeddingBatch, float]:
@@ -377,10 +388,13 @@ class Retriever:
 
         batch, seconds = await anyio.to_thread.run_sync(self._embed, question)
         async with sessions.begin() as session:
-            hits = await search_chunks(
+            hits = await find_chunks(
                 session,
                 tenant_id=tenant_id,
+                query=question,
                 query_vector=batch.vectors[0].tolist(),
+                mode=self.mode,
+                weights=self.weights,
                 k=self._candidates,
                 embedding_model=model,
                 collection_id=scope.collection_id,
@@ -437,7 +451,7 @@ class Retriever:
                     start_s=hit.start_s,
                     end_s=hit.end_s,
                     text=hit.text,
-                    similarity=hit.score,
+                    similarity=hit.similarity or 0.0,
                     score=score,
                 )
             )

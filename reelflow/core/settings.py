@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     embed_batch_size: int = 20
     upload_url_ttl_s: int = 3600
 
+    # --- Search (issue 8) -------------------------------------------------------------------
+    search_vector_weight: float = Field(default=1.0, ge=0, le=10)
+    """Weight of the vector ranking in hybrid search and chat retrieval (reciprocal rank fusion)."""
+    search_text_weight: float = Field(default=1.0, ge=0, le=10)
+    """Weight of the full-text ranking in hybrid search; with both weights 0 they count equally."""
+
     # --- Chat (seed 004 "RAG Chat API") ----------------------------------------------------
     chat_provider: Literal["local", "anthropic", "openai", "gemini"] = "local"
     """`local` is the offline answerer: it quotes passages and says no model is configured."""

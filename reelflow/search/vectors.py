@@ -41,18 +41,36 @@ _TUNE_EF_ONLY = text("SELECT set_config('hnsw.ef_search', :ef_search, true)")
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One matching chunk; `score` is cosine similarity (1 - cosine distance)."""
+    """One matching chunk.
+
+    Attributes:
+        distance: Cosine distance to the query vector; None when the search had no vector.
+        text_rank: Full-text rank (``ts_rank``) of the chunk for the query words; None when
+            the chunk did not match the words (or the search did not look at them).
+        relevance: The fused 0..1 score of a text or hybrid search
+            (:func:`reelflow.search.hybrid.fuse`); None for a vector-only search.
+    """
 
     chunk_id: uuid.UUID
     video_id: uuid.UUID
     start_s: float
     end_s: float
     text: str
-    distance: float
+    distance: float | None = None
+    text_rank: float | None = None
+    relevance: float | None = None
+
+    @property
+    def similarity(self) -> float | None:
+        """Cosine similarity to the query vector (1 - cosine distance)."""
+        return None if self.distance is None else 1.0 - self.distance
 
     @property
     def score(self) -> float:
-        return 1.0 - self.distance
+        """What results are ordered by: the fused relevance, else cosine similarity."""
+        if self.relevance is not None:
+            return self.relevance
+        return self.similarity or 0.0
 
 
 async def _tune_scan(session: AsyncSession, k: int) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import httpx
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reelflow.core.db import session_factory
-from schemas.tables import Chunk
+from reelflow.core.pricing import price_for
+from schemas.tables import Chunk, LedgerEntry
 from tests.api.api_support import BagOfWordsEmbedder, TenantKey, assert_error
 
 
@@ -204,3 +207,177 @@ async def test_a_thousand_character_query_is_fine(api: httpx.AsyncClient, alice:
     response = await api.get("/v1/search", params={"q": "y" * 1000}, headers=alice.headers)
     assert response.status_code == 200
     assert response.json() == {"results": []}
+
+
+# --- modes -------------------------------------------------------------------------------------
+
+CODES = [
+    "the XK-4471 driver ships with two batteries",
+    "the XK-4417 driver ships with two batteries",
+    "the XK-7144 driver ships with two batteries",
+]
+
+
+async def test_text_mode_matches_words_without_embedding_the_query(
+    api: httpx.AsyncClient, alice: TenantKey, api_engine: AsyncEngine, embedder: BagOfWordsEmbedder
+) -> None:
+    video_id = await upload(api, alice)
+    ids = await index(api_engine, embedder, alice, video_id, [*TEXTS, *CODES])
+    embedder.calls.clear()
+    response = await api.get(
+        "/v1/search", params={"q": "XK-4417", "mode": "text"}, headers=alice.headers
+    )
+    assert response.status_code == 200, response.text
+    (hit,) = response.json()["results"]
+    assert hit["chunk_id"] == str(ids[len(TEXTS) + 1])
+    assert (hit["score"], hit["similarity"], hit["text_match"]) == (1.0, None, True)
+    assert embedder.calls == []
+    assert await ledger_rows(api_engine, alice) == []
+
+
+@pytest.mark.parametrize("mode", [None, "hybrid", "vector"])
+async def test_hybrid_is_the_default_and_vector_mode_is_similarity_only(
+    api: httpx.AsyncClient,
+    alice: TenantKey,
+    api_engine: AsyncEngine,
+    embedder: BagOfWordsEmbedder,
+    mode: str | None,
+) -> None:
+    video_id = await upload(api, alice)
+    ids = await index(api_engine, embedder, alice, video_id, [*TEXTS, *CODES])
+    params = {"q": "which driver is XK-7144", "k": "3"} | ({"mode": mode} if mode else {})
+    response = await api.get("/v1/search", params=params, headers=alice.headers)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert results[0]["chunk_id"] == str(ids[len(TEXTS) + 2])
+    assert all(r["similarity"] is not None for r in results)
+    if mode == "vector":
+        assert all(r["score"] == r["similarity"] and not r["text_match"] for r in results)
+    else:
+        assert results[0]["text_match"] and results[0]["score"] == 1.0
+        assert [r["text_match"] for r in results[1:]] == [False, False]
+
+
+async def test_an_unknown_mode_is_422(api: httpx.AsyncClient, alice: TenantKey) -> None:
+    response = await api.get(
+        "/v1/search", params={"q": "x", "mode": "fuzzy"}, headers=alice.headers
+    )
+    assert_error(response, 422, "invalid_request")
+
+
+# --- pricing -----------------------------------------------------------------------------------
+
+
+async def ledger_rows(engine: AsyncEngine, tenant: TenantKey) -> list[LedgerEntry]:
+    async with session_factory(engine)() as session:
+        rows = await session.scalars(
+            select(LedgerEntry)
+            .where(LedgerEntry.tenant_id == tenant.tenant_id)
+            .order_by(LedgerEntry.id)
+        )
+        return list(rows)
+
+
+async def test_each_search_records_its_query_embedding_once_and_usage_shows_it(
+    api: httpx.AsyncClient, alice: TenantKey, api_engine: AsyncEngine, embedder: BagOfWordsEmbedder
+) -> None:
+    video_id = await upload(api, alice)
+    await index(api_engine, embedder, alice, video_id, TEXTS)
+    for _ in range(2):  # the same query twice is two searches, two rows
+        response = await api.get("/v1/search", params={"q": "bake the loaf"}, headers=alice.headers)
+        assert response.status_code == 200, response.text
+    rows = await ledger_rows(api_engine, alice)
+    assert len(rows) == 2 and rows[0].idempotency_key != rows[1].idempotency_key
+    for row in rows:
+        assert row.idempotency_key.startswith("search/")
+        assert (row.step, row.provider, row.operation, row.model) == (
+            "search.embedding",
+            "local",
+            "embedding",
+            "bag-of-words",
+        )
+        assert (row.units, row.unit, row.cost_usd) == (Decimal(3), "token", Decimal(0))
+        assert row.compute_seconds >= 0
+    usage = await api.get(
+        "/v1/usage", params={"group_by": "provider,operation"}, headers=alice.headers
+    )
+    assert usage.status_code == 200, usage.text
+    groups = [
+        (g["provider"], g["operation"], g["units"], g["calls"]) for g in usage.json()["groups"]
+    ]
+    assert groups == [("local", "embedding", 6.0, 2)]
+    assert usage.json()["total_usd"] == 0.0
+
+
+async def test_a_paid_embedder_is_priced_from_the_price_table(
+    api: httpx.AsyncClient, alice: TenantKey, api_engine: AsyncEngine, embedder: BagOfWordsEmbedder
+) -> None:
+    embedder.provider = "openai"
+    embedder.model_name = "openai/text-embedding-3-small"
+    response = await api.get(
+        "/v1/search", params={"q": "four words of query"}, headers=alice.headers
+    )
+    assert response.status_code == 200, response.text
+    (row,) = await ledger_rows(api_engine, alice)
+    assert (row.provider, row.model, row.units) == ("openai", "text-embedding-3-small", Decimal(4))
+    assert (
+        row.cost_usd
+        == 4 * price_for("openai", "embedding", "text-embedding-3-small").unit_price_usd
+    )
+    assert row.cost_usd > 0 and row.compute_seconds == 0
+
+
+# --- hostile queries ---------------------------------------------------------------------------
+
+HOSTILE_QUERIES = [
+    "the and of to a",
+    "?!.,;:'\"",
+    "&|!():*",
+    "a & | b ! ( ) : * <-> <2> 'c' \"d",
+    "!!!(((XK-4471:*))) | & |",
+    "-XK-4471 -",
+    '"unterminated',
+    "or or and not",
+    "bake " * 200,
+    "ǅ İ ß ﬁ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 🔨",
+]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "text", "vector"])
+@pytest.mark.parametrize("q", HOSTILE_QUERIES, ids=range(len(HOSTILE_QUERIES)))
+async def test_hostile_queries_answer_200(
+    api: httpx.AsyncClient,
+    alice: TenantKey,
+    api_engine: AsyncEngine,
+    embedder: BagOfWordsEmbedder,
+    q: str,
+    mode: str,
+) -> None:
+    video_id = await upload(api, alice)
+    await index(api_engine, embedder, alice, video_id, [*TEXTS, *CODES])
+    response = await api.get(
+        "/v1/search", params={"q": q, "mode": mode, "k": "50"}, headers=alice.headers
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    if q.startswith("bake"):
+        assert results and results[0]["text_match"] is (mode != "vector")
+
+
+@pytest.mark.parametrize(
+    "q", ["", "   \t ", "x" * 10_240, "bread\x00"], ids=["empty", "blank", "10kb", "nul"]
+)
+async def test_unsearchable_queries_are_422(
+    api: httpx.AsyncClient, alice: TenantKey, embedder: BagOfWordsEmbedder, q: str
+) -> None:
+    response = await api.get("/v1/search", params={"q": q}, headers=alice.headers)
+    assert_error(response, 422, "invalid_request")
+    assert embedder.calls == []
+
+
+async def test_a_query_that_is_not_utf8_is_answered_not_crashed(
+    api: httpx.AsyncClient, alice: TenantKey
+) -> None:
+    response = await api.get("/v1/search?q=%ED%A0%80%FF%26%7C", headers=alice.headers)
+    if response.status_code != 200:
+        assert_error(response, 422, "invalid_request")

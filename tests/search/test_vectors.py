@@ -33,9 +33,11 @@ from api.routers.search import search as search_route
 from reelflow.chat.retrieval import RetrievalScope, Retriever
 from reelflow.core.db import session_factory
 from reelflow.core.migrate import upgrade_database
+from reelflow.core.settings import Settings
 from reelflow.core.tenants import create_tenant
 from reelflow.search.embedding import EmbeddingBatch
 from reelflow.search.vectors import search_chunks
+from schemas.api import SearchMode
 from schemas.tables import EMBEDDING_DIMENSIONS, Chunk, Video
 from tests.chat.chat_support import completed_video
 from tests.search.plans import plans_of_vector_queries, uses_hnsw
@@ -233,10 +235,13 @@ async def via_search(
             tenant=tenant,
             session=session,
             embedder=FixedEmbedder(corpus),
+            settings=Settings(),
             q=corpus.question(query),
             k=k,
             video_id=video_id,
             collection_id=collection_id,
+            # These tests are about the vector query; hybrid search is tests/search/test_hybrid.py.
+            mode=SearchMode.VECTOR,
         )
     return [
         Found(r.chunk_id, r.video_id, r.start_s, r.end_s, r.text, r.score) for r in response.results
@@ -252,7 +257,7 @@ async def via_chat(
     k: int = K,
 ) -> list[Found]:
     """Chat retrieval with no boosts and room for `k` passages: its candidates, ranked."""
-    retriever = Retriever(FixedEmbedder(corpus), candidates=k, max_passages=k)
+    retriever = Retriever(FixedEmbedder(corpus), candidates=k, max_passages=k, mode="vector")
     result = await retriever.retrieve(
         session_factory(engine),
         tenant_id=corpus.alice,
