@@ -15,14 +15,16 @@ worst it matches nothing.
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from functools import reduce
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import Boolean, Float, Integer, func, literal_column, select
+from sqlalchemy import Boolean, Float, Integer, func, literal_column, or_, select, text, true
 from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -38,6 +40,14 @@ original paper and of most engines; it keeps one list's top rank from drowning t
 
 MIN_SHARE_OF_WORDS = 0.6
 """Share of a query's (non stop) words a chunk needs when no chunk has them all."""
+
+COMMON_WORD_ROWS = 2000
+"""A word in more chunks than this (of all tenants, by Postgres's statistics of the column)
+does not take part in the most-words match (see :func:`text_search_chunks`). An absolute
+count, because what it bounds is work: rows checked one by one for a word."""
+
+MAX_PAIRED_WORDS = 12
+"""Up to this many rare words, the index is asked for chunks holding two of them (66 pairs)."""
 
 MAX_QUERY_WORDS = 32
 """Words of a query that take part in the any-word match; a longer query is cut, not refused."""
@@ -84,6 +94,41 @@ def query_words(query: str) -> list[str]:
         if len(words) >= MAX_QUERY_WORDS:
             break
     return list(words)
+
+
+# Postgres's own statistics of the column (ANALYZE keeps the most common lexemes and the
+# share of rows holding each), read for the query's words: a word's share is that of its
+# rarest lexeme, and a lexeme missing from the list is rare. Times the table's row estimate.
+_WORD_SHARES = text(
+    """
+    SELECT w.i - 1 AS i,
+           min(coalesce(e.share, 0)) * (
+               SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass('chunks')
+           ) AS chunks
+    FROM unnest(CAST(:words AS text[])) WITH ORDINALITY AS w(word, i)
+    CROSS JOIN LATERAL unnest(tsvector_to_array(to_tsvector('english'::regconfig, w.word)))
+        AS l(lexeme)
+    LEFT JOIN (
+        SELECT e.elem, e.share
+        FROM pg_stats s
+        CROSS JOIN LATERAL unnest(
+            s.most_common_elems::text::text[], s.most_common_elem_freqs
+        ) AS e(elem, share)
+        WHERE s.schemaname = current_schema()
+          AND s.tablename = 'chunks'
+          AND s.attname = 'search_vector'
+    ) e ON e.elem = l.lexeme
+    GROUP BY w.i
+    """
+)
+
+
+async def word_counts(session: AsyncSession, words: Sequence[str]) -> dict[int, float]:
+    """For each of `words` (by index), about how many chunks hold it, as far as the column
+    statistics know (0 for a word they do not list, or before the first ANALYZE). A word
+    with no lexeme (a stop word) is left out."""
+    rows = await session.execute(_WORD_SHARES, {"words": list(words)})
+    return {int(row.i): float(row.chunks or 0.0) for row in rows}
 
 
 def _scope(
@@ -146,20 +191,42 @@ async def text_search_chunks(
     terms: list[ColumnElement[str]] = [
         func.plainto_tsquery(_ENGLISH, word, type_=TSQUERY) for word in words
     ]
+    counts = await word_counts(session, words)
+    # Common words still count in the whole-query match and in ts_rank, but a chunk is not a
+    # "most words" match through them: they are in a great many chunks, so checking them row
+    # by row would cost far more than it tells. A word with no count has no lexeme (a stop
+    # word) and can match nothing.
+    rare = [
+        t for i, t in enumerate(terms) if counts.get(i, COMMON_WORD_ROWS + 1) <= COMMON_WORD_ROWS
+    ]
     any_word = reduce(lambda a, b: a.op("||", return_type=TSQUERY)(b), terms)
     whole = func.websearch_to_tsquery(_ENGLISH, query, type_=TSQUERY)
     vector_col = Chunk.search_vector
     matches_whole = vector_col.op("@@", return_type=Boolean)(whole)
     rank = func.ts_rank(vector_col, any_word, type_=Float)
-    # Distinct words present, and words that count (a stop word's tsquery has no nodes).
-    present: list[ColumnElement[int]] = [
-        vector_col.op("@@", return_type=Boolean)(t).cast(Integer) for t in terms
+    order: list[ColumnElement[Any]] = [
+        matches_whole.desc()  # true sorts after false: whole-query matches first
     ]
-    meaningful: list[ColumnElement[int]] = [
-        (func.numnode(t, type_=Integer) > 0).cast(Integer) for t in terms
-    ]
-    matched = reduce(lambda a, b: a + b, present)
-    counted = reduce(lambda a, b: a + b, meaningful)
+    if rare:
+        needed = math.ceil(MIN_SHARE_OF_WORDS * len(rare))
+        present: list[ColumnElement[int]] = [
+            vector_col.op("@@", return_type=Boolean)(t).cast(Integer) for t in rare
+        ]
+        matched = reduce(lambda a, b: a + b, present)
+        # What the GIN index can narrow to before rows are checked one by one: any rare
+        # word, or, when two are needed, any pair of them (far fewer rows).
+        parts: list[ColumnElement[str]] = rare
+        if needed >= 2 and len(rare) <= MAX_PAIRED_WORDS:
+            parts = [a.op("&&", return_type=TSQUERY)(b) for a, b in itertools.combinations(rare, 2)]
+        else:
+            parts = rare
+        some_rare = reduce(lambda a, b: a.op("||", return_type=TSQUERY)(b), parts)
+        candidates = vector_col.op("@@")(whole.op("||", return_type=TSQUERY)(some_rare))
+        condition = or_(matches_whole, matched >= needed)
+        order.append(matched.desc())
+    else:
+        candidates = matches_whole
+        condition = true()
     columns = [
         Chunk.id,
         Chunk.video_id,
@@ -180,12 +247,11 @@ async def text_search_chunks(
         select(*columns)
         .where(
             *_scope(tenant_id, embedding_model, collection_id, video_ids),
-            vector_col.op("@@")(any_word),
-            matched >= counted * MIN_SHARE_OF_WORDS,
+            candidates,
+            condition,
         )
         .order_by(
-            matches_whole.desc(),  # true sorts after false: whole-query matches first
-            matched.desc(),
+            *order,
             rank.desc(),
             Chunk.video_id,
             Chunk.chunk_index,
@@ -204,6 +270,7 @@ async def text_search_chunks(
             text=row.text,
             distance=float(row.distance) if query_vector is not None else None,
             text_rank=float(row.rank),
+            exact_match=bool(row.whole),
         )
         for row in rows
     ]
@@ -220,7 +287,8 @@ def fuse(
 
     A chunk at rank ``r`` (from 1) of a list gets ``weight / (RRF_K + r)`` from it. The sum
     is divided by what a chunk ranked first in both lists would get, so ``relevance`` is
-    1.0 for that chunk and comparable between queries. Ties keep the vector list's order.
+    1.0 for that chunk and comparable between queries. Ties go to a chunk holding the whole
+    query, then keep the vector list's order.
     """
     best = weights.vector / (RRF_K + 1) + weights.text / (RRF_K + 1)
     scores: dict[uuid.UUID, float] = {}
@@ -236,8 +304,11 @@ def fuse(
                     known,
                     distance=known.distance if known.distance is not None else hit.distance,
                     text_rank=known.text_rank if known.text_rank is not None else hit.text_rank,
+                    exact_match=known.exact_match or hit.exact_match,
                 )
-    order = sorted(merged, key=lambda chunk_id: -scores[chunk_id])  # stable
+    # Stable; on equal scores a chunk with every word of the query goes first: "XK-4417"
+    # found by its words alone ties with the vector list's first, which lacks them.
+    order = sorted(merged, key=lambda c: (-scores[c], not merged[c].exact_match))
     return [replace(merged[c], relevance=round(scores[c] / best, 6)) for c in order[:k]]
 
 

@@ -49,6 +49,7 @@ class SearchHit:
             the chunk did not match the words (or the search did not look at them).
         relevance: The fused 0..1 score of a text or hybrid search
             (:func:`reelflow.search.hybrid.fuse`); None for a vector-only search.
+        exact_match: The chunk holds the whole query (every word, quoted phrases).
     """
 
     chunk_id: uuid.UUID
@@ -59,6 +60,7 @@ class SearchHit:
     distance: float | None = None
     text_rank: float | None = None
     relevance: float | None = None
+    exact_match: bool = False
 
     @property
     def similarity(self) -> float | None:

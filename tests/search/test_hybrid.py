@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reelflow.chat.retrieval import RetrievalScope, Retriever
@@ -23,6 +24,7 @@ from reelflow.core.db import create_engine, session_factory
 from reelflow.core.migrate import upgrade_database
 from reelflow.core.tenants import create_tenant
 from reelflow.search.hybrid import (
+    COMMON_WORD_ROWS,
     RRF_K,
     FusionWeights,
     SearchMode,
@@ -30,6 +32,7 @@ from reelflow.search.hybrid import (
     fuse,
     query_words,
     text_search_chunks,
+    word_counts,
 )
 from reelflow.search.minilm import LocalMiniLMEmbedder
 from reelflow.search.vectors import SearchHit
@@ -313,3 +316,20 @@ async def test_chat_retrieval_finds_the_exact_code_through_the_same_search(
         assert hybrid.passages[0].similarity > 0
         missed_by_vectors += vector.passages[0].chunk_id != library.chunk_ids[i]
     assert missed_by_vectors > 0
+
+
+async def test_after_analyze_word_counts_are_known_and_exact_terms_still_come_first(
+    engine: AsyncEngine, minilm: LocalMiniLMEmbedder, library: Library
+) -> None:
+    """Last in this module: ANALYZE gives the column statistics the text search reads."""
+    async with engine.begin() as connection:
+        await connection.execute(text("ANALYZE chunks"))
+    async with session_factory(engine)() as session:
+        counts = await word_counts(session, ["shop", "Quillfeather", "the", "zyzzogeton"])
+    # "shop" is in a filler sentence most passages have, "Quillfeather" in one passage and
+    # its two copies, "zyzzogeton" in none; "the" is a stop word and has no lexeme at all.
+    assert counts[0] > counts[1] > 0 and counts[3] == 0 and 2 not in counts
+    assert counts[0] < COMMON_WORD_ROWS  # a table this small has no common words
+    for i, query in enumerate(EXACT_QUERIES):
+        hits = await search(engine, minilm, library, query, "hybrid")
+        assert hits[0].chunk_id == library.chunk_ids[i], query
