@@ -11,6 +11,7 @@ from temporalio import activity
 from reelflow.core.db import SessionFactory
 from reelflow.core.errors import DomainError
 from reelflow.core.settings import Settings
+from reelflow.ingest.speech_plan import SpeechPlan
 from schemas.failures import FailureCode
 from schemas.ingest import (
     IngestPlan,
@@ -67,6 +68,9 @@ class CatalogActivities:
                 )
             )
         settings = self._settings
+        stored = (
+            SpeechPlan.from_json(video.transcription_plan) if video.transcription_plan else None
+        )
         return IngestPlan(
             source_key=video.source_key,
             source_url=video.source_url,
@@ -80,6 +84,7 @@ class CatalogActivities:
             audio_key=video.audio_key,
             thumbnail_key=video.thumbnail_key,
             windows_done=sorted(windows),
+            windows=stored.windows if stored else None,
             chunk_count=video.chunk_count,
             chunks_embedded=int(embedded or 0),
             cost_usd_so_far=float(spent or Decimal(0)),

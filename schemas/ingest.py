@@ -110,6 +110,9 @@ class IngestPlan(BaseModel):
     audio_key: str | None = None
     thumbnail_key: str | None = None
     windows_done: list[int] = Field(default_factory=list)
+    windows: list[tuple[float, float]] | None = None
+    """Transcription windows cut at silences, stored once the audio was extracted; `None`
+    for videos extracted before plans were stored (they keep `plan_windows`)."""
     chunk_count: int | None = None
     """Set once chunking succeeded."""
     chunks_embedded: int = 0
@@ -177,6 +180,11 @@ class ExtractMediaOutput(BaseModel):
     audio_key: str | None
     thumbnail_key: str
     audio_duration_s: float
+    duration_s: float | None = None
+    """The length to trust: the decoded audio's when the container claimed less."""
+    windows: list[tuple[float, float]] | None = None
+    """Transcription windows cut at the silences of the extracted audio (also stored on
+    the video): a few dozen pairs of floats even for a long video, never the audio."""
 
 
 class TranscribeWindowInput(BaseModel):

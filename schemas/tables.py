@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
@@ -26,7 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import TSVECTOR, UUID
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 EMBEDDING_DIMENSIONS = 384
@@ -101,6 +102,9 @@ class Video(Base):
     audio_codec: Mapped[str | None] = mapped_column(String(40))
     chunk_count: Mapped[int | None] = mapped_column(Integer)
     embedding_model: Mapped[str | None] = mapped_column(String(120))
+    transcription_plan: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    """Voiced regions and transcription windows of the extracted audio
+    (`reelflow.ingest.speech_plan.SpeechPlan`), so every retry transcribes the same windows."""
     cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     workflow_id: Mapped[str | None] = mapped_column(String(200))
     upload_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

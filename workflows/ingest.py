@@ -99,6 +99,9 @@ class IngestWorkflow:
             raise
 
     async def _run(self, input: IngestInput, plan: IngestPlan) -> IngestResult:
+        # Windows cut at silences and the decoded audio's length; runs recorded before
+        # this change keep fixed windows over the probed duration.
+        speech_windows = workflow.patched("vad-windows")
         source_key = plan.source_key
         if not plan.source_ready and plan.source_url:
             await self._enter(IngestStage.DOWNLOADING, 0.01)
@@ -130,6 +133,7 @@ class IngestWorkflow:
             duration_s, has_audio = probe.duration_s, probe.has_audio
 
         audio_key = plan.audio_key
+        windows = plan.windows if speech_windows else None
         if plan.thumbnail_key is None or (has_audio and audio_key is None):
             await self._enter(IngestStage.EXTRACTING, 0.05)
             extracted = await step(
@@ -146,6 +150,10 @@ class IngestWorkflow:
                 )
             )
             audio_key = extracted.audio_key
+            if speech_windows:
+                windows = extracted.windows
+                if extracted.duration_s is not None:
+                    duration_s = extracted.duration_s
 
         if not has_audio or audio_key is None:
             return await self._complete(
@@ -154,7 +162,9 @@ class IngestWorkflow:
                 note="the video has no audio track, so there is no speech to transcribe or search",
             )
 
-        await self._transcribe(input, plan, audio_key, duration_s)
+        await self._transcribe(
+            input, plan, audio_key, windows or plan_windows(duration_s, plan.segment_s)
+        )
 
         chunk_count = plan.chunk_count
         if chunk_count is None:
@@ -178,10 +188,13 @@ class IngestWorkflow:
         return await self._complete(duration_s, chunk_count=chunk_count, note=None)
 
     async def _transcribe(
-        self, input: IngestInput, plan: IngestPlan, audio_key: str, duration_s: float
+        self,
+        input: IngestInput,
+        plan: IngestPlan,
+        audio_key: str,
+        windows: list[tuple[float, float]],
     ) -> None:
         assert self._progress is not None
-        windows = plan_windows(duration_s, plan.segment_s)
         done = set(plan.windows_done)
         self._progress.segments_total = len(windows)
         self._progress.segments_done = len(done & set(range(len(windows))))

@@ -10,7 +10,6 @@ retry transcribes exactly the same windows.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,12 +23,16 @@ SAMPLE_RATE = 16_000
 PLAN_VERSION = 1
 """Stored with the plan, so a later planner can tell plans it did not make."""
 
-# Pauses shorter than this stay inside a voiced region: espeak and real speakers pause
-# 0.3-0.8 s between sentences, and a region per sentence would only add candidate cuts
-# that a longer pause nearby already offers.
+# The decoder's own filter drops only pauses of a second or more: shorter ones carry the
+# rhythm Whisper reads sentences from.
 _MIN_SILENCE_MS = 1000
+# The planner ends a region at pauses from half a second, the usual gap between
+# sentences (espeak: 0.6 s), far longer than the gaps between words, so windows can be
+# cut between sentences even in continuous talk.
+_PLAN_MIN_SILENCE_MS = 500
 # Padding kept around each region, so a boundary never clips a soft onset or tail.
 _SPEECH_PAD_MS = 400
+_PLAN_SPEECH_PAD_MS = 200
 # A window may stretch or shrink this much around the target to reach a pause.
 _WINDOW_SLACK = 0.5
 
@@ -72,14 +75,14 @@ class SpeechPlan:
         )
 
 
-def speech_detector_options(max_speech_s: float | None = None) -> Any:
-    """Silero settings shared by the planner and the decoder's own filter."""
+def speech_detector_options(max_speech_s: float | None = None, *, planning: bool = False) -> Any:
+    """Silero settings of the decoder's filter, or (``planning``) of the window planner."""
     # Imported here: faster-whisper pulls in CTranslate2 and onnxruntime.
     from faster_whisper.vad import VadOptions
 
     return VadOptions(
-        min_silence_duration_ms=_MIN_SILENCE_MS,
-        speech_pad_ms=_SPEECH_PAD_MS,
+        min_silence_duration_ms=_PLAN_MIN_SILENCE_MS if planning else _MIN_SILENCE_MS,
+        speech_pad_ms=_PLAN_SPEECH_PAD_MS if planning else _SPEECH_PAD_MS,
         max_speech_duration_s=max_speech_s if max_speech_s else float("inf"),
     )
 
@@ -96,7 +99,7 @@ def voiced_regions(
 
     if len(audio) == 0:
         return []
-    stamps = get_speech_timestamps(audio, speech_detector_options(max_speech_s))
+    stamps = get_speech_timestamps(audio, speech_detector_options(max_speech_s, planning=True))
     return [
         (round(stamp["start"] / SAMPLE_RATE, 3), round(stamp["end"] / SAMPLE_RATE, 3))
         for stamp in stamps
@@ -104,30 +107,37 @@ def voiced_regions(
 
 
 def plan_speech_windows(voiced: list[Window], duration_s: float, target_s: float) -> list[Window]:
-    """Contiguous windows over ``[0, duration_s]`` whose boundaries fall between regions.
+    """Contiguous windows over ``[0, duration_s]`` whose boundaries fall outside speech.
 
-    Each boundary is the middle of a pause between two voiced regions, chosen as close to
-    ``target_s`` after the window's start as possible within ±50 %; with no pause in that
-    range, the next pause after it. Pure and deterministic.
+    Each boundary is ``target_s`` after the window's start when that instant is silent;
+    otherwise the middle of the pause nearest to it within ±50 %, or failing that the
+    next pause. Pure and deterministic.
     """
     if duration_s <= 0:
         return []
     if target_s <= 0:
         raise ValueError("target_s must be positive")
-    cuts = sorted(
-        {
-            round((end + start) / 2, 3)
-            for (_, end), (start, _) in itertools.pairwise(voiced)
-            if 0.0 < (end + start) / 2 < duration_s
-        }
-    )
+    silences: list[Window] = []
+    heard_until = 0.0
+    for start, end in voiced:
+        # Regions that touch were split by the detector at a short pause (≥ 0.1 s) inside
+        # a stretch longer than a window: the zero-length gap is still a place to cut.
+        if start >= heard_until:
+            silences.append((heard_until, start))
+        heard_until = max(heard_until, end)
+    if heard_until < duration_s:
+        silences.append((heard_until, duration_s))
+    middles = sorted({round((a + b) / 2, 3) for a, b in silences if 0.0 < (a + b) / 2 < duration_s})
+
     windows: list[Window] = []
     start = 0.0
     while duration_s - start > target_s * (1 + _WINDOW_SLACK / 2):
-        ideal = start + target_s
-        near = [c for c in cuts if abs(c - ideal) <= target_s * _WINDOW_SLACK]
-        later = [c for c in cuts if c > start + target_s * _WINDOW_SLACK]
-        if near:
+        ideal = round(start + target_s, 3)
+        near = [c for c in middles if abs(c - ideal) <= target_s * _WINDOW_SLACK]
+        later = [c for c in middles if c > start + target_s * _WINDOW_SLACK]
+        if any(a < ideal < b for a, b in silences):
+            cut = ideal
+        elif near:
             cut = min(near, key=lambda c: (abs(c - ideal), c))
         elif later:
             cut = later[0]

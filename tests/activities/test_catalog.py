@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from activities.catalog import CatalogActivities
+from reelflow.ingest.speech_plan import SpeechPlan
 from schemas.ingest import IngestPlanInput, IngestStage, VideoStateInput, VideoStatus
 from schemas.tables import Video
 from tests.activities.conftest import World
@@ -89,3 +90,26 @@ async def wait_until_blocked_on_a_lock(world: World) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the activity never reached the database")
+
+
+async def test_the_plan_returns_the_stored_windows_cut_at_silences(world: World) -> None:
+    video_id, _ = await world.add_video(duration_s=250.0, has_audio=True)
+    stored = SpeechPlan(
+        audio_duration_s=250.0,
+        voiced=[(2.0, 98.0), (100.0, 150.0), (152.0, 250.0)],
+        windows=[(0.0, 99.0), (99.0, 250.0)],
+    )
+    env, _ = activity_env()
+    load = IngestPlanInput(tenant_id=str(world.tenant_id), video_id=video_id)
+
+    before = await env.run(catalog_activities(world).load_ingest_plan, load)
+    async with world.sessions.begin() as session:
+        await session.execute(
+            update(Video)
+            .where(Video.id == uuid.UUID(video_id))
+            .values(transcription_plan=stored.to_json())
+        )
+    after = await env.run(catalog_activities(world).load_ingest_plan, load)
+
+    assert before.windows is None
+    assert after.windows == [(0.0, 99.0), (99.0, 250.0)]

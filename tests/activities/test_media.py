@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import struct
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from activities._errors import translate
 from activities.media import MediaActivities
+from reelflow.ingest.speech_plan import SpeechPlan
 from reelflow.media import ffmpeg
 from reelflow.media.ffmpeg import MediaRejected
 from schemas.ingest import ExtractMediaInput, ExtractMediaOutput, ProbeVideoInput
@@ -26,6 +29,7 @@ from tests.activities.support import (
     recording_processes,
     start,
 )
+from tests.media import media_helpers
 from tests.media.media_helpers import point_track_at_external_file
 
 
@@ -280,3 +284,98 @@ async def test_a_track_stored_in_another_file_fails_once_as_unreadable_media(
         assert failure.non_retryable
         assert "another file" in failure.message
         assert "ValueError" not in failure.message
+
+
+# --- a container that understates its length ----------------------------------------------
+
+
+def _understating_container(dest: Path, *, holds_s: float, declares_s: float) -> Path:
+    """An MP4 holding `holds_s` seconds with speech near the end, whose headers say `declares_s`.
+
+    Rewrites the duration fields of `mvhd`, every `tkhd` and every `mdhd` (version-0 boxes);
+    the sample tables are untouched, so every decoder still plays the whole file. Muxed
+    without an edit list, which decoders would honour as a real cut.
+    """
+    spoken = dest.with_suffix(".speech.wav")
+    subprocess.run(
+        ["espeak-ng", "-w", str(spoken), "The storage room code is four seven nine."],
+        check=True,
+        capture_output=True,
+    )
+    speech_at_ms = int((holds_s - 12) * 1000)
+    media_helpers.ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=s=160x120:r=5:d={holds_s}", "-i", str(spoken),
+        "-filter_complex",
+        f"[1:a]aresample=16000,adelay={speech_at_ms}:all=1,apad=whole_dur={holds_s}[a]",
+        "-map", "0:v", "-map", "[a]", "-c:v", "libx264", "-preset", "ultrafast",
+        "-c:a", "aac", "-t", str(holds_s), "-use_editlist", "0", str(dest),
+    )  # fmt: skip
+    data = bytearray(dest.read_bytes())
+
+    def fields(kind: bytes) -> list[int]:
+        found, at = [], data.find(kind)
+        while at > 0:
+            assert data[at + 4] == 0, f"expected a version-0 {kind!r}"
+            found.append(at + 4)
+            at = data.find(kind, at + 1)
+        return found
+
+    (mvhd,) = fields(b"mvhd")
+    (movie_scale,) = struct.unpack(">I", data[mvhd + 12 : mvhd + 16])
+    data[mvhd + 16 : mvhd + 20] = struct.pack(">I", int(declares_s * movie_scale))
+    for tkhd in fields(b"tkhd"):
+        data[tkhd + 20 : tkhd + 24] = struct.pack(">I", int(declares_s * movie_scale))
+    for mdhd in fields(b"mdhd"):
+        (scale,) = struct.unpack(">I", data[mdhd + 12 : mdhd + 16])
+        data[mdhd + 16 : mdhd + 20] = struct.pack(">I", int(declares_s * scale))
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+async def test_a_container_that_understates_its_length_is_ingested_at_its_real_length(
+    world: World, tmp_path: Path
+) -> None:
+    lying = _understating_container(tmp_path / "lying.mp4", holds_s=60.0, declares_s=5.0)
+    assert ffmpeg.probe_video(lying, ffmpeg.MediaLimits.from_settings(world.settings)).duration_s
+    video_id, key = await world.add_video(lying)
+    env, _ = activity_env()
+    declared = extract_input(world, video_id, key).model_copy(update={"duration_s": 5.0})
+
+    out = await env.run(media_activities(world).extract_media, declared)
+
+    assert out.audio_duration_s == pytest.approx(60.0, abs=0.5)
+    assert out.duration_s == pytest.approx(60.0, abs=0.5)
+    assert out.windows is not None and out.windows[0][0] == 0.0
+    assert out.windows[-1][1] == pytest.approx(60.0, abs=0.5)
+    video = await world.video(video_id)
+    assert video.duration_s == pytest.approx(60.0, abs=0.5)
+    assert video.transcription_plan is not None
+    plan = SpeechPlan.from_json(video.transcription_plan)
+    assert plan is not None and plan.windows == out.windows
+    # The speech at 48 s, past the declared end, is found and covered by a window.
+    assert any(start >= 46.0 and end <= 60.5 for start, end in plan.voiced)
+
+
+async def test_a_container_hiding_more_than_the_limit_is_rejected_as_too_long(
+    world: World, tmp_path: Path
+) -> None:
+    lying = _understating_container(tmp_path / "lying.mp4", holds_s=60.0, declares_s=5.0)
+    video_id, key = await world.add_video(lying)
+    limited = world.settings.model_copy(update={"max_duration_s": 30.0})
+    activities = MediaActivities(
+        storage=world.storage,
+        sessions=world.sessions,
+        settings=limited,
+        scratch_dir=world.scratch,
+        executor=world.executor,
+    )
+    env, _ = activity_env(activity_type="extract_media")
+    declared = extract_input(world, video_id, key).model_copy(update={"duration_s": 5.0})
+
+    with pytest.raises(MediaRejected) as rejected:
+        await env.run(activities.extract_media, declared)
+
+    failure = translate(rejected.value, step="extract_media")
+    assert failure.type == "too_long" and failure.non_retryable
+    assert "holds 60 s" in failure.message
+    assert (await world.video(video_id)).transcription_plan is None

@@ -48,6 +48,10 @@ class FakePipeline:
     chunk_count: int = 12
     transcribe_delay_s: float = 0.0
     transcribe_failures_left: int = 0
+    speech_windows: list[tuple[float, float]] | None = None
+    """What extraction reports as windows cut at silences (None: an older extractor)."""
+    audio_duration_s: float | None = None
+    """Length of the decoded audio when it differs from the probed duration."""
     calls: list[str] = field(default_factory=list)
     states: list[VideoStateInput] = field(default_factory=list)
     transcribed: list[TranscribeWindowInput] = field(default_factory=list)
@@ -89,10 +93,13 @@ class FakePipeline:
         @activity.defn(name="extract_media")
         async def extract_media(input: ExtractMediaInput) -> ExtractMediaOutput:
             self.calls.append("extract_media")
+            audio_s = self.audio_duration_s or input.duration_s
             return ExtractMediaOutput(
                 audio_key="k/audio.wav" if input.has_audio else None,
                 thumbnail_key="k/thumbnail.jpg",
-                audio_duration_s=input.duration_s if input.has_audio else 0.0,
+                audio_duration_s=audio_s if input.has_audio else 0.0,
+                duration_s=max(audio_s, input.duration_s) if input.has_audio else None,
+                windows=self.speech_windows if input.has_audio else None,
             )
 
         @activity.defn(name="transcribe_window")

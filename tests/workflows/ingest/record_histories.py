@@ -47,6 +47,25 @@ SCENARIOS: dict[str, FakePipeline] = {
         ),
         chunk_count=4,
     ),
+    # Windows cut at silences, over audio longer than the container declared.
+    "ingest_speech_windows": FakePipeline(
+        plan=new_plan(segment_s=30.0),
+        duration_s=5.0,
+        audio_duration_s=60.0,
+        speech_windows=[(0.0, 30.5), (30.5, 60.0)],
+        chunk_count=3,
+    ),
+    "ingest_resumed_speech_windows": FakePipeline(
+        plan=new_plan(
+            duration_s=300.0,
+            has_audio=True,
+            audio_key="k/audio.wav",
+            thumbnail_key="k/thumbnail.jpg",
+            windows=[(0.0, 118.2), (118.2, 236.9), (236.9, 300.0)],
+            windows_done=[0, 2],
+        ),
+        chunk_count=4,
+    ),
 }
 
 

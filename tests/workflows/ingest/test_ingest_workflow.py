@@ -194,3 +194,52 @@ async def test_cancel_marks_the_video_failed_as_canceled(env: WorkflowEnvironmen
             await handle.result()
     assert fake.states[-1].status == VideoStatus.FAILED
     assert fake.states[-1].error_code == "canceled"
+
+
+async def test_the_windows_cut_at_silences_are_the_ones_transcribed(
+    env: WorkflowEnvironment,
+) -> None:
+    cut_at_pauses = [(0.0, 131.25), (131.25, 244.8), (244.8, 300.0)]
+    fake = FakePipeline(plan=new_plan(), duration_s=300.0, speech_windows=cut_at_pauses)
+    async with pipeline_workers(env.client, fake):
+        result = await (await start(env.client, fake)).result()
+
+    assert sorted((t.start_s, t.end_s) for t in fake.transcribed) == cut_at_pauses
+    assert result.status == VideoStatus.COMPLETED
+
+
+async def test_the_decoded_length_wins_over_a_container_that_understates_it(
+    env: WorkflowEnvironment,
+) -> None:
+    # The header says 5 s; the audio decodes to 60 s with speech at 48 s.
+    fake = FakePipeline(
+        plan=new_plan(segment_s=30.0),
+        duration_s=5.0,
+        audio_duration_s=60.0,
+        speech_windows=[(0.0, 30.5), (30.5, 60.0)],
+    )
+    async with pipeline_workers(env.client, fake):
+        result = await (await start(env.client, fake)).result()
+
+    assert result.duration_s == 60.0
+    assert max(t.end_s for t in fake.transcribed) == 60.0
+
+
+async def test_a_resumed_run_transcribes_the_stored_windows_it_has_not_done(
+    env: WorkflowEnvironment,
+) -> None:
+    stored = [(0.0, 118.2), (118.2, 236.9), (236.9, 300.0)]
+    plan = new_plan(
+        duration_s=300.0,
+        has_audio=True,
+        audio_key="k/audio.wav",
+        thumbnail_key="k/thumbnail.jpg",
+        windows=stored,
+        windows_done=[0, 2],
+    )
+    fake = FakePipeline(plan=plan, chunk_count=4)
+    async with pipeline_workers(env.client, fake):
+        await (await start(env.client, fake)).result()
+
+    assert "extract_media" not in fake.calls
+    assert [(t.window_index, t.start_s, t.end_s) for t in fake.transcribed] == [(1, 118.2, 236.9)]
