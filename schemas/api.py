@@ -273,6 +273,13 @@ class SearchResult(BaseModel):
         default=False,
         description="The passage matched words of the query (`text` and `hybrid` modes).",
     )
+    match_start_s: float = Field(
+        description=(
+            "Start of the transcript segments inside the passage that carry the query's "
+            "words; the passage's start when none does."
+        )
+    )
+    match_end_s: float = Field(description="End of those segments; the passage's end if none.")
 
 
 class SearchResponse(BaseModel):

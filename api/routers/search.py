@@ -14,6 +14,7 @@ from api.errors import ERROR_RESPONSES, ApiError, not_found
 from reelflow.assets import videos
 from reelflow.search.embedding import Embedder, EmbeddingBatch
 from reelflow.search.hybrid import FusionWeights, find_chunks
+from reelflow.search.spans import match_spans
 from reelflow.search.usage import record_search_embedding
 from schemas.api import MAX_QUERY_CHARS, SearchMode, SearchResponse, SearchResult, StoredText
 
@@ -78,6 +79,9 @@ async def search(
         collection_id=collection_id,
         video_ids=None if video_id is None else (video_id,),
     )
+    spans = await match_spans(
+        session, tenant.id, [(h.video_id, h.start_s, h.end_s) for h in hits], query
+    )
     return SearchResponse(
         results=[
             SearchResult(
@@ -89,7 +93,9 @@ async def search(
                 score=round(hit.score, 6),
                 similarity=None if hit.similarity is None else round(hit.similarity, 6),
                 text_match=hit.text_rank is not None,
+                match_start_s=span.start_s if span else hit.start_s,
+                match_end_s=span.end_s if span else hit.end_s,
             )
-            for hit in hits
+            for hit, span in zip(hits, spans, strict=True)
         ]
     )

@@ -11,6 +11,12 @@ concatenated text of V's segments whose times overlap [START, END]. Both sides a
 normalized first (Unicode compatibility forms, case, punctuation and spacing), so a
 re-punctuated transcript still matches while a changed word, a shifted time span or another
 video does not. References that fail are dropped and counted.
+
+**Precision.** After verification each confirmed reference is narrowed from its 30-60 s chunk to the
+transcript segments that carry what the answer says with it (the answer's text from the
+start of the line, or the previous citation, up to ``[n]``; see
+:func:`reelflow.search.spans.best_span`): its ``start_s`` is the start of the sentence it
+quotes. A reference whose segments share no word with that text keeps the chunk's span.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from reelflow.chat.answerers import format_timestamp
+from reelflow.search.spans import best_span, segments_in_spans, within
 from schemas.tables import TranscriptSegment
 
 FALLBACK_REFERENCES = 3
@@ -149,3 +156,55 @@ async def verify_references(
         by_video[row.video_id].append((row.start_s, row.end_s, row.text))
     kept = [ref for ref in references if supported(ref, by_video.get(ref.video_id, ()))]
     return kept, len(references) - len(kept)
+
+
+def citing_text(answer: str) -> dict[int, str]:
+    """For each passage number the answer cites, the words it says with the citation.
+
+    That is the text from the start of the line, or from the previous citation, up to
+    ``[n]``; ``[1][3]`` or ``[1, 3]`` give both numbers the same text. Several citations of
+    one number are joined.
+    """
+    claims: dict[int, list[str]] = {}
+    for line in answer.splitlines():
+        position = 0
+        said = ""
+        for match in _CITATION.finditer(line):
+            before = line[position : match.start()]
+            if normalize(before):
+                said = before
+            for part in match.group(1).split(","):
+                claims.setdefault(int(part), []).append(said)
+            position = match.end()
+    return {ref: " ".join(parts) for ref, parts in claims.items()}
+
+
+async def narrow_to_quotes(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    answer: str,
+    passages: Sequence[Reference],
+    selected: Sequence[Reference],
+) -> list[Reference]:
+    """`selected` (from `passages`, sent as ``[1..n]``), each narrowed to the segments of
+    its span that carry what `answer` says with it; one that cites nothing is narrowed by
+    the whole answer."""
+    if not selected:
+        return []
+    claims = citing_text(answer)
+    by_video = await segments_in_spans(
+        session, tenant_id, [(r.video_id, r.start_s, r.end_s) for r in selected]
+    )
+    narrowed: list[Reference] = []
+    for reference in selected:
+        number = next((i for i, p in enumerate(passages, start=1) if p is reference), None)
+        claim = claims.get(number, "") if number is not None else ""
+        segments = within(by_video.get(reference.video_id, []), reference.start_s, reference.end_s)
+        span = best_span(segments, claim or answer)
+        if span is None:
+            narrowed.append(reference)
+        else:
+            narrowed.append(
+                replace(reference, start_s=span.start_s, end_s=span.end_s, text=span.text)
+            )
+    return narrowed

@@ -62,7 +62,12 @@ from reelflow.chat.answerers import (
     estimate_tokens,
     recent_history,
 )
-from reelflow.chat.citations import Reference, select_references, verify_references
+from reelflow.chat.citations import (
+    Reference,
+    narrow_to_quotes,
+    select_references,
+    verify_references,
+)
 from reelflow.chat.retrieval import (
     Retrieval,
     RetrievalScope,
@@ -692,6 +697,9 @@ class ChatService:
             # An answer with no text rests on nothing, so it gets no fallback references.
             selected = select_references(content, passages) if content.strip() else []
             verified, dropped = await verify_references(db, turn.tenant_id, selected)
+            # Only a confirmed chunk is narrowed to the sentence the answer quotes: narrowing
+            # replaces its text with the transcript's, which would hide a forged chunk.
+            verified = await narrow_to_quotes(db, turn.tenant_id, content, passages, verified)
             if dropped:
                 logger.warning(
                     "chat answer %s: %d reference(s) not found in the transcript, dropped",
