@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from concurrent.futures import Executor
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
@@ -24,6 +25,14 @@ from schemas.failures import FailureCode
 from schemas.ingest import TranscribeWindowInput, TranscribeWindowOutput
 from schemas.ingest_activities import TRANSCRIBE_WINDOW
 from schemas.tables import TranscriptSegment, TranscriptWindow
+
+_RECORD_GAPS = text(
+    "UPDATE videos SET transcription_plan = transcription_plan || jsonb_build_object("
+    "'gaps', coalesce(transcription_plan -> 'gaps', '{}'::jsonb)"
+    " || jsonb_build_object(CAST(:window AS text), CAST(:gaps AS jsonb)))"
+    " WHERE id = :video_id AND transcription_plan IS NOT NULL"
+)
+"""Voiced stretches of one window that have no text, kept in the video's stored plan."""
 
 
 def bare_model(model_name: str) -> str:
@@ -102,6 +111,18 @@ class TranscriptionActivities:
                         for seq, segment in enumerate(transcription.segments)
                     ],
                 )
+            # This window's gaps replace what an earlier attempt recorded for it; other
+            # windows' entries are untouched (one statement, under the row's lock).
+            await session.execute(
+                _RECORD_GAPS,
+                {
+                    "video_id": video_id,
+                    "window": str(input.window_index),
+                    "gaps": json.dumps(
+                        [[g.start_s, g.end_s, g.reason] for g in transcription.gaps]
+                    ),
+                },
+            )
             await session.execute(
                 insert(TranscriptWindow)
                 .values(
@@ -135,6 +156,7 @@ class TranscriptionActivities:
             window_index=input.window_index,
             segment_count=len(transcription.segments),
             word_count=words,
+            gap_count=len(transcription.gaps),
             audio_seconds=transcription.audio_seconds,
             cost_usd=float(cost),
         )

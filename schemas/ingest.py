@@ -206,6 +206,8 @@ class TranscribeWindowOutput(BaseModel):
     window_index: int
     segment_count: int
     word_count: int
+    gap_count: int = 0
+    """Voiced stretches that still have no text after a second decode (stored as gaps)."""
     audio_seconds: float
     cost_usd: float
 

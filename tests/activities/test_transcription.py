@@ -10,16 +10,18 @@ interrupts, so the thread may run for one such call after the cancel.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from activities.transcription import TranscriptionActivities
+from reelflow.ingest.speech_plan import coverage_of, plan_speech
 from reelflow.ingest.transcription import LocalWhisperTranscriber
 from schemas.ingest import TranscribeWindowInput
-from schemas.tables import LedgerEntry, TranscriptSegment, TranscriptWindow
+from schemas.tables import LedgerEntry, TranscriptSegment, TranscriptWindow, Video
 from tests.activities.conftest import World
 from tests.activities.support import (
     CANCEL_BOUND_S,
@@ -150,3 +152,43 @@ async def test_cancel_returns_at_once_and_stores_nothing(
     await executor_is_free(world.executor, timeout=60)
     assert await stored(world, request.video_id) == (0, 0, 0)
     assert [f for f in world.scratch_files() if "window" in f] == []
+
+
+class _LosesAllButTheFirstSegment(LocalWhisperTranscriber):
+    """A decoder that drops every stretch after the first segment, even on its own."""
+
+    def _fill_holes(self, audio: Any, segments: Any, offset_s: float) -> Any:
+        return super()._fill_holes(audio, segments[:1], offset_s)
+
+    def _decode_alone(self, clip: Any) -> Iterable[Any]:
+        return []
+
+
+async def test_voiced_audio_left_without_text_is_stored_as_a_gap_until_a_retry_fills_it(
+    world: World, transcriber: LocalWhisperTranscriber, long_speech: Path
+) -> None:
+    request = await window_input(world, long_speech, end_s=60.0)
+    plan = plan_speech(long_speech, target_s=120.0)
+    async with world.sessions.begin() as session:
+        await session.execute(
+            update(Video)
+            .where(Video.id == uuid.UUID(request.video_id))
+            .values(transcription_plan=plan.to_json())
+        )
+    env, _ = activity_env()
+
+    lossy = await env.run(
+        transcription_activities(world, _LosesAllButTheFirstSegment()).transcribe_window, request
+    )
+    after_loss = coverage_of((await world.video(request.video_id)).transcription_plan)
+    retry_env, _ = activity_env(attempt=2)
+    full = await retry_env.run(
+        transcription_activities(world, transcriber).transcribe_window, request
+    )
+    after_retry = coverage_of((await world.video(request.video_id)).transcription_plan)
+
+    assert lossy.gap_count >= 1 and full.gap_count == 0
+    assert after_loss is not None and after_loss.gaps
+    assert after_loss.share < 0.9
+    assert all(reason == "no_text_after_retry" for _, _, reason in after_loss.gaps)
+    assert after_retry is not None and after_retry.gaps == [] and after_retry.share == 1.0
