@@ -190,6 +190,21 @@ class VideoError(BaseModel):
     message: str
 
 
+class TranscriptGap(BaseModel):
+    """Voiced audio that has no text, even after a second decode of it alone."""
+
+    start_s: float
+    end_s: float
+    reason: str = Field(description="`no_text_after_retry`.")
+
+
+class TranscriptCoverage(BaseModel):
+    """How much of the speech made it into the transcript."""
+
+    share: float = Field(description="Voiced seconds with text ÷ voiced seconds.")
+    gaps: list[TranscriptGap]
+
+
 class VideoDetail(BaseModel):
     """A video asset and how far its ingest run has come."""
 
@@ -216,6 +231,11 @@ class VideoDetail(BaseModel):
     height: int | None
     has_audio: bool | None
     embedding_model: str | None
+    coverage: TranscriptCoverage | None = Field(
+        default=None,
+        description="Known once every transcription window is decoded; null before, and "
+        "for videos transcribed before coverage was recorded.",
+    )
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
@@ -236,6 +256,8 @@ class Transcript(BaseModel):
     status: str
     segments: list[TranscriptLine]
     text: str
+    coverage: TranscriptCoverage | None = None
+    """As in the video's detail."""
 
 
 # --- search ---------------------------------------------------------------------------------

@@ -23,11 +23,14 @@ from reelflow.core.db import SessionFactory
 from reelflow.core.runs import start_import, start_ingest
 from reelflow.core.settings import Settings
 from reelflow.core.storage import ObjectNotFound, Storage
+from reelflow.ingest.speech_plan import coverage_of
 from schemas.api import (
     MAX_TITLE_CHARS,
     ErrorResponse,
     ImportRequest,
     Transcript,
+    TranscriptCoverage,
+    TranscriptGap,
     TranscriptLine,
     VideoAccepted,
     VideoDetail,
@@ -303,6 +306,17 @@ async def import_video(
     return VideoAccepted(video_id=video_id, workflow_id=workflow_id, status=VideoStatus.PENDING)
 
 
+def transcript_coverage(video: Video) -> TranscriptCoverage | None:
+    """Coverage from the video's stored plan, once every window has been decoded."""
+    found = coverage_of(video.transcription_plan)
+    if found is None:
+        return None
+    return TranscriptCoverage(
+        share=found.share,
+        gaps=[TranscriptGap(start_s=a, end_s=b, reason=reason) for a, b, reason in found.gaps],
+    )
+
+
 def video_detail(video: Video) -> VideoDetail:
     """The API view of a video row."""
     error = (
@@ -332,6 +346,7 @@ def video_detail(video: Video) -> VideoDetail:
         height=video.height,
         has_audio=video.has_audio,
         embedding_model=video.embedding_model,
+        coverage=transcript_coverage(video),
         created_at=video.created_at,
         updated_at=video.updated_at,
         completed_at=video.completed_at,
@@ -363,6 +378,7 @@ async def get_transcript(video_id: str, tenant: CurrentTenant, session: SessionD
         status=video.status,
         segments=lines,
         text=" ".join(line.text for line in lines if line.text),
+        coverage=transcript_coverage(video),
     )
 
 

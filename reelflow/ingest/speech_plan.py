@@ -204,9 +204,15 @@ class Coverage:
 
 
 def coverage_of(stored: dict[str, Any] | None) -> Coverage | None:
-    """Coverage from a stored plan with its per-window gaps; ``None`` without a plan."""
+    """Coverage from a stored plan and its per-window gaps.
+
+    ``None`` without a plan, or while a window has not recorded its gaps yet (an
+    unfinished window has unknown holes, not none).
+    """
     plan = SpeechPlan.from_json(stored) if stored else None
     if plan is None or stored is None:
+        return None
+    if len(stored.get("gaps") or {}) < len(plan.windows):
         return None
     gaps = sorted(
         (float(start), float(end), str(reason))
