@@ -16,6 +16,7 @@ from temporalio.client import WorkflowFailureError
 from reelflow.core.runs import retry_run, start_ingest
 from reelflow.core.storage import LocalStorage
 from reelflow.dev.samples import SpeechVideo, make_silent_video
+from reelflow.ingest.speech_plan import coverage_of
 from reelflow.search.vectors import search_chunks
 from schemas.ingest import IngestResult, VideoStatus
 from schemas.queues import POOLS, TaskQueues
@@ -205,3 +206,32 @@ async def test_a_truncated_mp4_fails_and_retry_resumes_after_the_fix(
             IngestWorkflow.run, f"ingest-{video_id}"
         ).result()
     assert result.status == VideoStatus.COMPLETED and result.chunk_count >= 1
+
+
+async def test_the_same_file_ingested_five_times_gives_the_same_segments(
+    pipeline: Pipeline, speech_video: SpeechVideo
+) -> None:
+    transcripts: list[list[tuple[float, float, str]]] = []
+    async with running_workers(pipeline):
+        for _ in range(5):
+            video_id = await add_video(pipeline, speech_video.path)
+            assert (await ingest(pipeline, video_id)).status == VideoStatus.COMPLETED
+            async with pipeline.sessions() as session:
+                rows = (
+                    await session.execute(
+                        select(TranscriptSegment.start_s, TranscriptSegment.end_s,
+                               TranscriptSegment.text)
+                        .where(TranscriptSegment.video_id == uuid.UUID(video_id))
+                        .order_by(TranscriptSegment.window_index, TranscriptSegment.seq)
+                    )
+                ).all()  # fmt: skip
+                video = await session.get(Video, uuid.UUID(video_id))
+            transcripts.append([(a, b, text) for a, b, text in rows])
+            assert video is not None
+            found = coverage_of(video.transcription_plan)
+            assert found is not None and found.share == 1.0 and found.gaps == []
+
+    assert transcripts[0], "the speech is transcribed"
+    assert all(transcript == transcripts[0] for transcript in transcripts[1:])
+    spoken = " ".join(text for _, _, text in transcripts[0]).lower()
+    assert "dough" in spoken and "oven" in spoken
