@@ -63,6 +63,8 @@ class IngestWorkflow:
 
     def __init__(self) -> None:
         self._progress: IngestProgress | None = None
+        self._gaps = 0
+        """Voiced stretches this run's windows left without text."""
         self._input: IngestInput | None = None
         self._queues = TaskQueues.of_workflow_queue(workflow.info().task_queue)
 
@@ -185,7 +187,14 @@ class IngestWorkflow:
             )
 
         await self._embed(input, plan, chunk_count)
-        return await self._complete(duration_s, chunk_count=chunk_count, note=None)
+        # Say so rather than complete as if nothing were missing; `coverage` has the times.
+        note = (
+            f"{self._gaps} stretch(es) of speech have no text even after a second decode; "
+            "see coverage for where"
+            if self._gaps
+            else None
+        )
+        return await self._complete(duration_s, chunk_count=chunk_count, note=note)
 
     async def _transcribe(
         self,
@@ -223,6 +232,7 @@ class IngestWorkflow:
             )
             assert self._progress is not None
             self._progress.segments_done += 1
+            self._gaps += output.gap_count
             self._add_cost(output.cost_usd)
             self._progress.progress = self._transcribe_progress()
 

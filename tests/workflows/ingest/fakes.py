@@ -51,6 +51,7 @@ class FakePipeline:
     speech_windows: list[tuple[float, float]] | None = None
     """What extraction reports as windows cut at silences (None: an older extractor)."""
     audio_duration_s: float | None = None
+    gaps_per_window: int = 0
     """Length of the decoded audio when it differs from the probed duration."""
     calls: list[str] = field(default_factory=list)
     states: list[VideoStateInput] = field(default_factory=list)
@@ -115,6 +116,7 @@ class FakePipeline:
                 window_index=input.window_index,
                 segment_count=3,
                 word_count=30,
+                gap_count=self.gaps_per_window,
                 audio_seconds=input.end_s - input.start_s,
                 cost_usd=0.006 * (input.end_s - input.start_s) / 60,
             )

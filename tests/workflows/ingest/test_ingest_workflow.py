@@ -243,3 +243,13 @@ async def test_a_resumed_run_transcribes_the_stored_windows_it_has_not_done(
 
     assert "extract_media" not in fake.calls
     assert [(t.window_index, t.start_s, t.end_s) for t in fake.transcribed] == [(1, 118.2, 236.9)]
+
+
+async def test_speech_left_without_text_is_named_in_the_result(env: WorkflowEnvironment) -> None:
+    fake = FakePipeline(plan=new_plan(), duration_s=300.0, gaps_per_window=1)
+    async with pipeline_workers(env.client, fake):
+        result = await (await start(env.client, fake)).result()
+
+    assert result.status == VideoStatus.COMPLETED
+    assert result.note is not None and "3 stretch(es) of speech have no text" in result.note
+    assert fake.states[-1].note == result.note
