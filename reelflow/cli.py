@@ -430,9 +430,12 @@ def _demo_ingest(settings: Settings, api_key: str, path: Path) -> None:
             raise typer.Exit(1)
         best = hits[0]
         console.print(f"Search: {DEMO_QUESTION!r}")
+        # The match span is the sentences that carry the answer; the passage is the chunk.
+        match = (best.get("match_start_s", best["start_s"]), best.get("match_end_s", best["end_s"]))
         console.print(
-            f"Best hit at {_format_timestamp(best['start_s'])}–{_format_timestamp(best['end_s'])}"
-            f" (score {best['score']:.3f}): {best['text']}"
+            f"Best hit at {_format_timestamp(match[0])}–{_format_timestamp(match[1])}"
+            f" (in the passage {_format_timestamp(best['start_s'])}–"
+            f"{_format_timestamp(best['end_s'])}, score {best['score']:.3f}): {best['text']}"
         )
         console.print(
             f"Run in the Temporal UI: {settings.temporal_ui_url}/namespaces/"
