@@ -14,9 +14,9 @@ from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
 from activities._support import run_blocking
-from activities.transcription import bare_model
 from reelflow.core.db import SessionFactory
 from reelflow.core.ledger import Usage, record_usage
+from reelflow.core.pricing import priced_model
 from reelflow.core.settings import Settings
 from reelflow.ingest.chunking import ChunkSizes, TimedText, build_chunks
 from reelflow.search.embedding import Embedder, EmbeddingBatch
@@ -166,7 +166,7 @@ class IndexingActivities:
                     video_id=video_id,
                     provider=self._embedder.provider,
                     operation="embedding",
-                    model=bare_model(model),
+                    model=priced_model(model),
                     units=Decimal(batch.input_tokens),
                     compute_seconds=round(compute_s, 3),
                 ),

@@ -17,6 +17,7 @@ from activities._support import materialize, run_blocking
 from reelflow.core.db import SessionFactory
 from reelflow.core.errors import DomainError
 from reelflow.core.ledger import Usage, record_usage
+from reelflow.core.pricing import priced_model
 from reelflow.core.provider_errors import ProviderPermanentError
 from reelflow.core.storage import Storage
 from reelflow.ingest.transcription import Transcriber, Transcription
@@ -33,11 +34,6 @@ _RECORD_GAPS = text(
     " WHERE id = :video_id AND transcription_plan IS NOT NULL"
 )
 """Voiced stretches of one window that have no text, kept in the video's stored plan."""
-
-
-def bare_model(model_name: str) -> str:
-    """`openai/whisper-1` → `whisper-1`: the price table is keyed by the provider's name."""
-    return model_name.split("/", 1)[-1]
 
 
 class TranscriptionActivities:
@@ -145,7 +141,7 @@ class TranscriptionActivities:
                     video_id=video_id,
                     provider=self._transcriber.provider,
                     operation="transcription",
-                    model=bare_model(self._transcriber.model_name),
+                    model=priced_model(self._transcriber.model_name),
                     units=(Decimal(str(transcription.audio_seconds)) / 60).quantize(
                         Decimal("0.000001")
                     ),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Annotated
 
@@ -12,19 +11,13 @@ from fastapi import APIRouter, Query
 from api.deps import CurrentTenant, EmbedderDep, SessionDep, SettingsDep
 from api.errors import ERROR_RESPONSES, ApiError, not_found
 from reelflow.assets import videos
-from reelflow.search.embedding import Embedder, EmbeddingBatch
+from reelflow.search.embedding import embed_timed
 from reelflow.search.hybrid import FusionWeights, find_chunks
 from reelflow.search.spans import match_spans
 from reelflow.search.usage import record_search_embedding
 from schemas.api import MAX_QUERY_CHARS, SearchMode, SearchResponse, SearchResult, StoredText
 
 router = APIRouter(prefix="/v1/search", tags=["search"], responses=ERROR_RESPONSES)
-
-
-def _embed(embedder: Embedder, query: str) -> tuple[EmbeddingBatch, float]:
-    started = time.perf_counter()
-    batch = embedder.embed([query])
-    return batch, time.perf_counter() - started
 
 
 @router.get("", response_model=SearchResponse)
@@ -53,7 +46,7 @@ async def search(
     vector: list[float] | None = None
     if mode is not SearchMode.TEXT:
         # Model inference is blocking (and may call a provider): keep it off the event loop.
-        batch, seconds = await anyio.to_thread.run_sync(_embed, embedder, query)
+        batch, seconds = await anyio.to_thread.run_sync(embed_timed, embedder, query)
         vector = batch.vectors[0].tolist()
         # Committed before searching: the embedding is spent even if the search then fails.
         await record_search_embedding(

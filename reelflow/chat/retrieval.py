@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from reelflow.chat.answerers import Passage, estimate_tokens
 from reelflow.core.db import SessionFactory
-from reelflow.search.embedding import Embedder, EmbeddingBatch
+from reelflow.search.embedding import Embedder, embed_timed
 from reelflow.search.hybrid import FusionWeights, SearchMode, find_chunks
 from reelflow.search.vectors import SearchHit
 from schemas.tables import Video
@@ -353,11 +353,6 @@ class Retriever:
             f"{self.mode}/{self.weights.vector:g}/{self.weights.text:g}",
         )
 
-    def _embed(self, question: str) -> tuple[EmbeddingBatch, float]:
-        started = time.perf_counter()
-        batch = self._embedder.embed([question])
-        return batch, time.perf_counter() - started
-
     async def retrieve(
         self,
         sessions: SessionFactory,
@@ -386,7 +381,7 @@ class Retriever:
         if not indexed:
             return Retrieval(passages=(), context_tokens=0, nothing_indexed=True)
 
-        batch, seconds = await anyio.to_thread.run_sync(self._embed, question)
+        batch, seconds = await anyio.to_thread.run_sync(embed_timed, self._embedder, question)
         async with sessions.begin() as session:
             hits = await find_chunks(
                 session,

@@ -77,7 +77,7 @@ from reelflow.chat.retrieval import (
 )
 from reelflow.core.db import SessionFactory
 from reelflow.core.ledger import Usage, record_usage
-from reelflow.core.pricing import UnknownPrice, price_for
+from reelflow.core.pricing import UnknownPrice, price_for, priced_model
 from reelflow.core.provider_errors import ProviderError, ProviderTransientError
 from reelflow.core.settings import Settings, SettingsError
 from reelflow.search.embedding import Embedder
@@ -127,11 +127,6 @@ def ledger_key(message_id: uuid.UUID, step: LedgerStep) -> str:
     return f"chat/{message_id}/{step}"
 
 
-def _bare_model(model_name: str) -> str:
-    # `openai/text-embedding-3-small` → `text-embedding-3-small`: prices use the provider's name.
-    return model_name.split("/", 1)[-1]
-
-
 def build_chat_answerer(settings: Settings) -> Answerer:
     """The answerer ``CHAT_PROVIDER`` selects, built once per process.
 
@@ -164,7 +159,7 @@ def check_chat_pricing(answerer: Answerer, embedder: Embedder) -> None:
     needed = (
         (answerer.provider, "chat_input", answerer.model, "CHAT_MODEL"),
         (answerer.provider, "chat_output", answerer.model, "CHAT_MODEL"),
-        (embedder.provider, "embedding", _bare_model(embedder.model_name), "the embedding model"),
+        (embedder.provider, "embedding", priced_model(embedder.model_name), "the embedding model"),
     )
     for provider, operation, model, setting in needed:
         try:
@@ -200,7 +195,7 @@ async def record_query_embedding(
             step="chat.embedding",
             provider=embedder.provider,
             operation="embedding",
-            model=_bare_model(embedder.model_name),
+            model=priced_model(embedder.model_name),
             units=Decimal(tokens),
             compute_seconds=round(compute_seconds, 4) if embedder.provider == "local" else 0.0,
         ),

@@ -56,6 +56,15 @@ _UNITS = {
 _BY_KEY = {(p.provider, p.operation, p.model): p for p in _PRICES}
 
 
+def priced_model(model_name: str) -> str:
+    """The name prices use for a model: `openai/text-embedding-3-small` → `text-embedding-3-small`.
+
+    Our model names carry the provider (`local/…`, `openai/…`) so stored vectors say where
+    they came from; the price table names the provider in its own column.
+    """
+    return model_name.split("/", 1)[-1]
+
+
 class UnknownPrice(LookupError):
     """A paid call has no price: refuse rather than record it as free."""
 

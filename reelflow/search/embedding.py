@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -79,6 +80,16 @@ def build_embedder(settings: Settings) -> Embedder:
     from reelflow.search.minilm import LocalMiniLMEmbedder
 
     return LocalMiniLMEmbedder()
+
+
+def embed_timed(embedder: Embedder, text: str) -> tuple[EmbeddingBatch, float]:
+    """Embed one query; also the seconds it took, which the ledger records for local models.
+
+    Blocking: call it on a thread.
+    """
+    started = time.perf_counter()
+    batch = embedder.embed([text])
+    return batch, time.perf_counter() - started
 
 
 def embedding_model_name(settings: Settings) -> str:

@@ -8,17 +8,13 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from reelflow.core.ledger import Usage, record_usage
+from reelflow.core.pricing import priced_model
 from reelflow.search.embedding import Embedder
 
 
 def search_ledger_key(request_id: uuid.UUID) -> str:
     """The idempotency key of one search request's query embedding."""
     return f"search/{request_id}/embedding"
-
-
-def priced_model(model_name: str) -> str:
-    """`openai/text-embedding-3-small` → `text-embedding-3-small`, the name prices use."""
-    return model_name.split("/", 1)[-1]
 
 
 async def record_search_embedding(
