@@ -37,6 +37,7 @@ from temporalio.worker import WorkerDeploymentConfig
 
 from reelflow.core.settings import Settings
 
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _VERSIONED_CODE = ("workflows", "schemas")
 """What decides whether two workers can run each other's workflow tasks."""
 
@@ -53,14 +54,16 @@ def deployment_version(settings: Settings) -> WorkerDeploymentVersion | None:
     )
 
 
-def code_build_id() -> str:
+def code_build_id(root: Path = _PROJECT_ROOT) -> str:
     """A hash of the workflow and contract code, for workers started without a build id.
 
     Two workers agree exactly when their workflows and the contracts they call are the
     same; activity code may change between them without making runs incompatible.
+
+    Args:
+        root: the checkout whose `workflows/` and `schemas/` are hashed.
     """
     digest = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
     for package in _VERSIONED_CODE:
         for path in sorted((root / package).rglob("*.py")):
             digest.update(str(path.relative_to(root)).encode())

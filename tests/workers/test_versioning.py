@@ -106,5 +106,19 @@ def test_without_a_build_id_the_version_follows_the_workflow_code(tmp_path: Path
     settings = _settings(tmp_path, "reelflow", "", "p")
     version = deployment_version(settings)
     assert version is not None and version.build_id == code_build_id()
-    assert code_build_id() == code_build_id()
     assert deployment_version(_settings(tmp_path, "", "", "p")) is None
+
+    checkout = tmp_path / "checkout"
+    for package in ("workflows", "schemas", "activities"):
+        (checkout / package).mkdir(parents=True)
+        (checkout / package / "steps.py").write_text("STEPS = 1\n")
+    before = code_build_id(checkout)
+    # Activity code may change within a version: running workflows cannot notice it.
+    (checkout / "activities" / "steps.py").write_text("STEPS = 2\n")
+    assert code_build_id(checkout) == before
+    # Workflow or contract code may not: that is a new version.
+    (checkout / "workflows" / "steps.py").write_text("STEPS = 2\n")
+    after_workflow = code_build_id(checkout)
+    assert after_workflow != before
+    (checkout / "schemas" / "steps.py").write_text("STEPS = 2\n")
+    assert code_build_id(checkout) != after_workflow

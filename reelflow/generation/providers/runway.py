@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from reelflow.core.provider_errors import (
+    TRANSIENT_STATUS,
     ProviderError,
     ProviderPermanentError,
     ProviderTransientError,
@@ -50,8 +51,6 @@ from reelflow.media.validation import frame_size
 
 DEFAULT_RUNWAY_BASE_URL = "https://api.dev.runwayml.com"
 RUNWAY_API_VERSION = "2024-11-06"
-_TRANSIENT_STATUS = frozenset({408, 409, 429})
-
 _RUNWAY_STATES: Mapping[str, JobState] = MappingProxyType(
     {
         "PENDING": "queued",
@@ -257,7 +256,7 @@ def _status_error(response: httpx.Response, what: str) -> ProviderError:
     if isinstance(body, dict):
         detail = str(body.get("error") or body.get("message") or "")
     message = f"Runway returned HTTP {status} to {what}" + (f": {detail}" if detail else "")
-    if status in _TRANSIENT_STATUS or status >= 500:
+    if status in TRANSIENT_STATUS or status >= 500:
         return ProviderTransientError(
             message, provider="runway", status_code=status, retry_after_s=_retry_after(response)
         )
