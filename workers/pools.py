@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities._errors import FailureTranslationInterceptor
 from activities.catalog import CatalogActivities
@@ -146,17 +146,39 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
         )
     for queue in activities_by_queue(deps, pools):
         workers.append(
-            Worker(
+            activity_worker(
                 client,
-                task_queue=queue.task_queue,
-                activities=queue.activities,
-                max_concurrent_activities=queue.max_concurrent,
-                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-                interceptors=[FailureTranslationInterceptor()],
-                deployment_config=versioning,
+                queue.task_queue,
+                queue.activities,
+                max_concurrent=queue.max_concurrent,
+                versioning=versioning,
             )
         )
     return workers
+
+
+def activity_worker(
+    client: Client,
+    task_queue: str,
+    activities: Sequence[Callable[..., Any]],
+    *,
+    max_concurrent: int | None = None,
+    versioning: WorkerDeploymentConfig | None = None,
+) -> Worker:
+    """A worker for `activities` on `task_queue`, translating failures like every worker.
+
+    The workflow tests build theirs with this too, so stand-in activities fail exactly as
+    the real ones do in production.
+    """
+    return Worker(
+        client,
+        task_queue=task_queue,
+        activities=activities,
+        max_concurrent_activities=max_concurrent,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        interceptors=[FailureTranslationInterceptor()],
+        deployment_config=versioning,
+    )
 
 
 def activities_by_queue(deps: WorkerDependencies, pools: Sequence[str]) -> list[QueueActivities]:

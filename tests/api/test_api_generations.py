@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities._errors import FailureTranslationInterceptor
 from activities.generation import (
     GenerationCatalogActivities,
     GenerationMediaActivities,
@@ -42,6 +41,7 @@ from schemas.generation_tables import Generation, QuotaReservation
 from schemas.queues import TaskQueues
 from tests.api.api_support import BagOfWordsEmbedder, TenantKey, assert_error
 from tests.workflows.generation.providers import RenamedRenderer, renderer
+from workers.pools import activity_worker
 from workflows.generation import GenerationWorkflow
 
 LOCAL = {"provider": "local", "duration_s": 2, "aspect_ratio": "16:9", "resolution": "480p"}
@@ -122,17 +122,15 @@ async def generation_workers(
         ]
         async with (
             Worker(temporal, task_queue=queues.workflows, workflows=[GenerationWorkflow]),
-            Worker(
+            activity_worker(
                 temporal,
-                interceptors=[FailureTranslationInterceptor()],
-                task_queue=queues.media,
-                activities=activities,
+                queues.media,
+                activities,
             ),
-            Worker(
+            activity_worker(
                 temporal,
-                interceptors=[FailureTranslationInterceptor()],
-                task_queue=queues.providers,
-                activities=activities,
+                queues.providers,
+                activities,
             ),
         ):
             yield

@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities._errors import FailureTranslationInterceptor
 from activities.generation import (
     GenerationCatalogActivities,
     GenerationMediaActivities,
@@ -51,6 +50,7 @@ from schemas.generation_tables import (
     QuotaUsage,
 )
 from schemas.queues import TaskQueues
+from workers.pools import activity_worker
 from workflows.generation import GenerationWorkflow
 
 
@@ -175,20 +175,18 @@ class Harness:
             ]
             async with (
                 Worker(client, task_queue=self.queues.workflows, workflows=[GenerationWorkflow]),
-                Worker(
+                activity_worker(
                     client,
-                    interceptors=[FailureTranslationInterceptor()],
-                    task_queue=self.queues.media,
-                    activities=[
+                    self.queues.media,
+                    [
                         media.validate_generation_output,
                         *(getattr(local, name) for name in job_calls),
                     ],
                 ),
-                Worker(
+                activity_worker(
                     client,
-                    interceptors=[FailureTranslationInterceptor()],
-                    task_queue=self.queues.providers,
-                    activities=[
+                    self.queues.providers,
+                    [
                         catalog.prepare_generation,
                         catalog.finalize_generation,
                         catalog.release_generation,

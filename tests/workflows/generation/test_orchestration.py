@@ -20,7 +20,6 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities._errors import FailureTranslationInterceptor
 from schemas import search_attributes as sa
 from schemas.generation import (
     ApprovalInput,
@@ -33,6 +32,7 @@ from schemas.generation import (
 )
 from tests.support import assert_eventually
 from tests.workflows.generation.fakes import FakeGeneration, fake_plan
+from workers.pools import activity_worker
 from workflows.generation import GenerationWorkflow
 
 HISTORY_TARGET = 50
@@ -45,17 +45,15 @@ async def generation_workers(client: Client, fake: FakeGeneration) -> AsyncItera
     activities = fake.activities()
     async with (
         Worker(client, task_queue=fake.queues.workflows, workflows=[GenerationWorkflow]),
-        Worker(
+        activity_worker(
             client,
-            interceptors=[FailureTranslationInterceptor()],
-            task_queue=fake.queues.media,
-            activities=activities,
+            fake.queues.media,
+            activities,
         ),
-        Worker(
+        activity_worker(
             client,
-            interceptors=[FailureTranslationInterceptor()],
-            task_queue=fake.queues.providers,
-            activities=activities,
+            fake.queues.providers,
+            activities,
         ),
     ):
         yield

@@ -13,7 +13,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities._errors import FailureTranslationInterceptor
 from schemas.ingest import (
     IngestInput,
     IngestPlan,
@@ -22,6 +21,7 @@ from schemas.ingest import (
     VideoStatus,
 )
 from tests.workflows.ingest.fakes import FakePipeline
+from workers.pools import activity_worker
 from workflows.ingest import IngestWorkflow
 
 
@@ -43,17 +43,15 @@ async def pipeline_workers(client: Client, fake: FakePipeline) -> AsyncIterator[
     activities = fake.activities()
     async with (
         Worker(client, task_queue=fake.queues.workflows, workflows=[IngestWorkflow]),
-        Worker(
+        activity_worker(
             client,
-            interceptors=[FailureTranslationInterceptor()],
-            task_queue=fake.queues.media,
-            activities=activities,
+            fake.queues.media,
+            activities,
         ),
-        Worker(
+        activity_worker(
             client,
-            interceptors=[FailureTranslationInterceptor()],
-            task_queue=fake.queues.providers,
-            activities=activities,
+            fake.queues.providers,
+            activities,
         ),
     ):
         yield
