@@ -54,6 +54,21 @@ class FailureCode(StrEnum):
     GENERATION_FAILED = "generation_failed"
     VALIDATION_FAILED = "validation_failed"
 
+    # --- discover -------------------------------------------------------------------------
+    INVALID_DATASET = "invalid_dataset"
+    """A dataset file that is not JSON, JSONL or CSV in Apify's export shapes."""
+    SCRAPE_FAILED = "scrape_failed"
+    """The Apify run ended FAILED, TIMED-OUT or ABORTED (its status message says why)."""
+    POST_UNAVAILABLE = "post_unavailable"
+    """The post was deleted or made private before its video could be downloaded."""
+    PROJECT_NOT_FOUND = "project_not_found"
+    ANALYSIS_INVALID = "analysis_invalid"
+    """The analyzer's answer did not fit the analysis schema, even after repair and retry."""
+    CONTENT_BLOCKED = "content_blocked"
+    """The provider's safety filter refused the video or the prompt."""
+    FILE_NOT_READY = "file_not_ready"
+    """An uploaded file never left PROCESSING at the provider."""
+
     # --- worth retrying: the same call may succeed later ----------------------------------
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     """429, 5xx, timeouts and connection errors from a provider (Retry-After honoured)."""
