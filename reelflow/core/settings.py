@@ -127,6 +127,30 @@ class Settings(BaseSettings):
     """Enables Sora; empty falls back to OPENAI_API_KEY (with OPENAI_BASE_URL)."""
     runway_api_key: SecretStr | None = None
 
+    # --- Discover -------------------------------------------------------------------------
+    apify_token: SecretStr | None = None
+    """Enables scrapes through Apify actor runs; without it, scrapes read dataset files."""
+    apify_base_url: str | None = None
+    """Apify API root (tests point it at a local server); None is Apify's own."""
+    apify_poll_wait_s: int = Field(default=60, ge=0, le=60)
+    """How long one run poll waits server-side (`waitForFinish`, at most 60 s)."""
+    apify_max_items_per_account: int = Field(default=100, ge=1, le=10_000)
+    discover_analyzer: Literal["offline", "gemini"] = "offline"
+    """Who explains why a video worked: Gemini video understanding, or measurements."""
+    discover_analysis_model: str = "gemini-2.5-flash"
+    gemini_base_url: str | None = None
+    """Gemini API root (tests point it at a local server); None is Google's own."""
+    discover_adapter: Literal["offline", "anthropic", "openai", "gemini"] = "offline"
+    """Who adapts a winning video to a product: a chat provider, or the offline template."""
+    discover_adapter_model: str | None = None
+    discover_max_parallel_outliers: int = Field(default=4, ge=1, le=64)
+    """How many outliers of one scrape are downloaded and analyzed at once."""
+    discover_outliers_per_run: int = Field(default=200, ge=1, le=10_000)
+    """Outliers one workflow run processes before it continues as new."""
+    import_test_allowed_hosts: list[str] = Field(default_factory=list)
+    """Test only: hosts the SSRF guard lets imports reach although they are local
+    (`127.0.0.1`). Empty (the default, and required in production) allows none."""
+
     # --- Workers --------------------------------------------------------------------------
     task_queue_prefix: str = "reelflow"
     """Queues are `<prefix>-workflows|media|providers`; another prefix is an isolated family."""
@@ -165,6 +189,12 @@ class Settings(BaseSettings):
             "reelflow-local-development-only"
         ):
             raise ValueError("SECRET_KEY must be set to a real secret in production")
+        if self.environment == "production" and self.import_test_allowed_hosts:
+            raise ValueError(
+                "IMPORT_TEST_ALLOWED_HOSTS is for tests and must be empty in production"
+            )
+        if self.discover_analyzer == "gemini" and self.gemini_api_key is None:
+            raise ValueError("GEMINI_API_KEY is required when DISCOVER_ANALYZER is 'gemini'")
         if "openai" in (self.transcription_provider, self.embedding_provider) and (
             self.openai_api_key is None
         ):

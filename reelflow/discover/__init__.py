@@ -1,0 +1,1 @@
+"""The discover pipeline: scrape watched accounts, find outliers, analyze and adapt them."""
