@@ -298,13 +298,33 @@ class ScriptContent(BaseModel):
 
 
 class DiscoverInput(BaseModel):
-    """Start of one scrape run (`DiscoverWorkflow`)."""
+    """Start of one scrape run (`DiscoverWorkflow`).
 
-    scrape_id: uuid.UUID
+    A scrape asked for through the API or the CLI has its row already (`scrape_id`); a run
+    started by the project's Schedule has none, and its first step creates one, named after
+    the run so a retried step never creates a second.
+    """
+
     tenant_id: uuid.UUID
     project_id: uuid.UUID
-    process_offset: int = 0
-    """Continue-as-new: how many of this scrape's outliers earlier runs already processed."""
+    scrape_id: uuid.UUID | None = None
+    process_after: uuid.UUID | None = None
+    """Continue-as-new: outliers are processed in post-id order, after this one."""
+
+
+class DiscoverProgress(BaseModel):
+    """What the `progress` query answers."""
+
+    scrape_id: uuid.UUID | None
+    status: ScrapeStatus
+    stage: ScrapeStage
+    posts_seen: int = 0
+    posts_new: int = 0
+    outliers: int = 0
+    processed: int = 0
+    failed_outliers: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
 
 
 class DiscoverOutcome(BaseModel):
@@ -317,8 +337,138 @@ class DiscoverOutcome(BaseModel):
     outliers: int = 0
     processed: int = 0
     failed_outliers: int = 0
+    cost_usd: float = 0.0
+
+
+class ApifyRunRef(BaseModel):
+    """An actor run a scrape started (persisted on the scrape before it is polled)."""
+
+    platform: Platform
+    actor: str
+    run_id: str
+    dataset_id: str
+
+
+class ScrapePlan(BaseModel):
+    """A scrape as its run needs it: where the posts come from and what is done."""
+
+    scrape_id: uuid.UUID
+    source: ScrapeSource
+    platforms: list[Platform] = Field(default_factory=list)
+    """Platforms with watched accounts (what an Apify scrape starts runs for)."""
+    apify_runs: list[ApifyRunRef] = Field(default_factory=list)
+    posts_imported: bool = False
+    """The import step already finished (a retried run skips it)."""
+    scored: bool = False
+    max_parallel: int = 4
+    per_run: int = 200
+
+
+class BeginScrapeInput(BaseModel):
+    tenant_id: uuid.UUID
+    project_id: uuid.UUID
+    scrape_id: uuid.UUID | None = None
+    run_key: str
+    """The workflow id: a scheduled run's scrape is created under it once."""
+    workflow_id: str
+
+
+class StartApifyRunInput(BaseModel):
+    tenant_id: uuid.UUID
+    scrape_id: uuid.UUID
+    platform: Platform
+
+
+class PollApifyRunInput(BaseModel):
+    tenant_id: uuid.UUID
+    scrape_id: uuid.UUID
+    run: ApifyRunRef
+
+
+class ApifyRunStatus(BaseModel):
+    status: str
+    finished: bool
+    succeeded: bool
+    message: str | None = None
+    item_count: int | None = None
+
+
+class AbortApifyRunsInput(BaseModel):
+    tenant_id: uuid.UUID
+    scrape_id: uuid.UUID
+
+
+class AbortApifyRunsOutput(BaseModel):
+    aborted: int
+
+
+class ImportPostsInput(BaseModel):
+    tenant_id: uuid.UUID
+    scrape_id: uuid.UUID
+    run_id: str
+    """The workflow id, for the ledger rows of the runs' cost."""
+
+
+class ImportPostsOutput(BaseModel):
+    posts_seen: int
+    posts_new: int
+    rejected: int
+    cost_usd: float = 0.0
+
+
+class ScoreOutliersInput(BaseModel):
+    tenant_id: uuid.UUID
+    project_id: uuid.UUID
+    scrape_id: uuid.UUID
+
+
+class ScoreOutliersOutput(BaseModel):
+    scored: int
+    outliers: int
+    """Outliers among the project's posts that have no video yet (this run's work)."""
+
+
+class NextOutliersInput(BaseModel):
+    tenant_id: uuid.UUID
+    project_id: uuid.UUID
+    after: uuid.UUID | None = None
+    limit: int = Field(ge=1, le=10_000)
+
+
+class NextOutliersOutput(BaseModel):
+    post_ids: list[uuid.UUID]
+
+
+class FinishScrapeInput(BaseModel):
+    tenant_id: uuid.UUID
+    scrape_id: uuid.UUID
+    status: ScrapeStatus
+    run_id: str
+    posts_seen: int = 0
+    posts_new: int = 0
+    outliers: int = 0
+    processed: int = 0
+    failures: list[OutlierOutcome] = Field(default_factory=list)
     error_code: str | None = None
     error_message: str | None = None
+
+
+class FinishScrapeOutput(BaseModel):
+    cost_usd: float
+
+
+class ScrapeStateInput(BaseModel):
+    tenant_id: uuid.UUID
+    scrape_id: uuid.UUID
+    stage: ScrapeStage
+    posts_seen: int = 0
+    posts_new: int = 0
+    outliers: int = 0
+    processed: int = 0
+
+
+class ScrapeStateOutput(BaseModel):
+    updated: bool
 
 
 class OutlierInput(BaseModel):
@@ -328,6 +478,48 @@ class OutlierInput(BaseModel):
     project_id: uuid.UUID
     scrape_id: uuid.UUID
     post_id: uuid.UUID
+
+
+class OutlierVideo(BaseModel):
+    """The video asset made for an outlier, and the products to adapt it to."""
+
+    video_id: uuid.UUID
+    product_ids: list[uuid.UUID]
+    ingested: bool
+    analysis_id: uuid.UUID | None = None
+    analyze_on_media_pool: bool = True
+    """The offline analyzer is ffmpeg work for the media pool; Gemini is I/O."""
+
+
+class AnalyzeVideoInput(BaseModel):
+    tenant_id: uuid.UUID
+    video_id: uuid.UUID
+    post_id: uuid.UUID | None = None
+    run_id: str
+
+
+class AnalyzeVideoOutput(BaseModel):
+    analysis_id: uuid.UUID
+    analyzer: str
+    viral_score: float | None = None
+    unfilled: int = 0
+    cost_usd: float = 0.0
+
+
+class AdaptScriptInput(BaseModel):
+    tenant_id: uuid.UUID
+    project_id: uuid.UUID
+    analysis_id: uuid.UUID
+    product_id: uuid.UUID
+    run_id: str
+
+
+class AdaptScriptOutput(BaseModel):
+    adaptation_id: uuid.UUID
+    script_id: uuid.UUID
+    fit_score: float
+    adapter: str
+    cost_usd: float = 0.0
 
 
 class OutlierOutcome(BaseModel):
@@ -340,4 +532,4 @@ class OutlierOutcome(BaseModel):
     error_code: str | None = None
     error_message: str | None = None
     failed_step: str | None = None
-    completed_at: datetime | None = None
+    cost_usd: float = 0.0

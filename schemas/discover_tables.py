@@ -194,6 +194,8 @@ class Post(Base):
     video_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     """The downloaded video asset (origin `scraped`)."""
     first_scrape_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    processed_scrape_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    """The scrape whose run made the video (its ingest cost belongs to that scrape)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

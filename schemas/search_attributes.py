@@ -9,6 +9,7 @@ VIDEO_ID = SearchAttributeKey.for_keyword("VideoId")
 PIPELINE = SearchAttributeKey.for_keyword("Pipeline")
 STAGE = SearchAttributeKey.for_keyword("Stage")
 COST_USD = SearchAttributeKey.for_float("CostUsd")
+PROJECT_ID = SearchAttributeKey.for_keyword("ProjectId")
 
 REGISTRATION: dict[str, str] = {
     "TenantId": "Keyword",
@@ -16,5 +17,6 @@ REGISTRATION: dict[str, str] = {
     "Pipeline": "Keyword",
     "Stage": "Keyword",
     "CostUsd": "Double",
+    "ProjectId": "Keyword",
 }
 """Name → type, as `temporal server start-dev --search-attribute` and the operator API take."""

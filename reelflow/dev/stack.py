@@ -65,6 +65,7 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "Pipeline": "Keyword",
     "Stage": "Keyword",
     "CostUsd": "Double",
+    "ProjectId": "Keyword",
 }
 """Custom search attributes every namespace we run in needs, as name → Temporal type."""
 

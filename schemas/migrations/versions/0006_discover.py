@@ -96,6 +96,7 @@ def upgrade() -> None:
         sa.Column("scored_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("video_id", sa.UUID(), nullable=True),
         sa.Column("first_scrape_id", sa.UUID(), nullable=True),
+        sa.Column("processed_scrape_id", sa.UUID(), nullable=True),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
