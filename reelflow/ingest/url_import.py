@@ -38,7 +38,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -176,6 +176,7 @@ def download_url(
     client: httpx.Client | None = None,
     resume: ResumePoint | None = None,
     keep_partial: bool = False,
+    allowed_hosts: Collection[str] = (),
 ) -> DownloadedMedia:
     """Download the media behind ``url`` into ``dest_dir``, refusing more than ``max_bytes``.
 
@@ -204,6 +205,9 @@ def download_url(
         resume: Where an earlier attempt's direct download stopped (its last checkpoint).
         keep_partial: Keep the partial direct download in ``dest_dir`` when the failure is
             worth retrying (network errors, timeouts), so a retry can resume it.
+        allowed_hosts: Test only (``Settings.import_test_allowed_hosts``): hosts the SSRF
+            guard lets through although they are local; see
+            :func:`reelflow.core.netguard.check_url`.
 
     Returns:
         What was downloaded and where.
@@ -216,19 +220,21 @@ def download_url(
     """
     if max_bytes < 1:
         raise ValueError("max_bytes must be positive")
-    checked = check_url(url, resolve)
+    checked = check_url(url, resolve, allowed_hosts=allowed_hosts)
     dest_dir.mkdir(parents=True, exist_ok=True)
     host = checked.host
     logger.info("importing media from host %s", host)
 
-    http = client if client is not None else guarded_client(resolve)
+    http = client if client is not None else guarded_client(resolve, allowed_hosts=allowed_hosts)
     status: int | None = None
     partial = _Partial.open(dest_dir, resume)
     # Media is already compressed; asking for identity also avoids decompression bombs.
     headers = {"Accept-Encoding": "identity", **partial.request_headers()}
     cancellation.raise_if_cancelled()
     try:
-        with open_guarded(http, checked.url, resolve=resolve, headers=headers) as response:
+        with open_guarded(
+            http, checked.url, resolve=resolve, headers=headers, allowed_hosts=allowed_hosts
+        ) as response:
             status = response.status_code
             if response.is_success and _is_direct_media(response):
                 # A canceled import stops even while the server sends nothing at all.
@@ -250,7 +256,7 @@ def download_url(
         if client is None:
             http.close()
 
-    return _download_with_ytdlp(checked.url, dest_dir, max_bytes, resolve, status)
+    return _download_with_ytdlp(checked.url, dest_dir, max_bytes, resolve, status, allowed_hosts)
 
 
 # --------------------------------------------------------------------------------------
@@ -592,9 +598,12 @@ class _YtdlpLogger:
 class _Guard:
     """Shared by yt-dlp callbacks; remembers our own exception if yt-dlp wraps it."""
 
-    def __init__(self, resolve: Resolver, max_bytes: int) -> None:
+    def __init__(
+        self, resolve: Resolver, max_bytes: int, allowed_hosts: Collection[str] = ()
+    ) -> None:
         self.resolve = resolve
         self.max_bytes = max_bytes
+        self.allowed_hosts = tuple(allowed_hosts)
         self.error: UrlNotAllowed | MediaTooLarge | None = None
 
     def check_media_urls(self, info: dict[str, Any]) -> None:
@@ -609,7 +618,7 @@ class _Guard:
                 if origin in seen:
                     continue  # one check per origin keeps long fragment lists cheap
                 seen.add(origin)
-                check_url(media_url, self.resolve)
+                check_url(media_url, self.resolve, allowed_hosts=self.allowed_hosts)
         except UrlNotAllowed as exc:
             self.error = exc
             raise
@@ -722,10 +731,11 @@ def _download_with_ytdlp(
     max_bytes: int,
     resolve: Resolver,
     page_status: int | None,
+    allowed_hosts: Collection[str] = (),
 ) -> DownloadedMedia:
     cancellation.raise_if_cancelled()
     work = Path(tempfile.mkdtemp(prefix=".ytdlp-", dir=dest_dir))
-    guard = _Guard(resolve, max_bytes)
+    guard = _Guard(resolve, max_bytes, allowed_hosts)
     try:
         try:
             with yt_dlp.YoutubeDL(_ytdlp_params(work, max_bytes, guard)) as ydl:
