@@ -43,6 +43,10 @@ _PRICES: tuple[Price, ...] = (
     Price("veo", "generation", "veo-3.0-generate-001-1080p", "second", Decimal("0.10")),
     Price("runway", "generation", "gen4_turbo-720p", "second", Decimal("0.05")),
     Price("runway", "generation", "gen4_turbo-1080p", "second", Decimal("0.30")),
+    # Apify actor runs are billed by Apify (per result for these actors, compute units
+    # otherwise); the run reports what it cost as `usageTotalUsd`, so the unit is a dollar.
+    Price("apify", "actor_run", "apify/instagram-scraper", "usd", Decimal("1")),
+    Price("apify", "actor_run", "clockworks/tiktok-scraper", "usd", Decimal("1")),
 )
 
 _UNITS = {
@@ -51,6 +55,7 @@ _UNITS = {
     "chat_input": "token",
     "chat_output": "token",
     "generation": "second",
+    "actor_run": "usd",
 }
 
 _BY_KEY = {(p.provider, p.operation, p.model): p for p in _PRICES}
