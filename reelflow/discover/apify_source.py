@@ -304,10 +304,12 @@ class ApifySource:
             platform, handles, max_items_per_account=max_items_per_account, since=since
         )
         run_input[MARKER_FIELD] = marker
-        cap = max_items_per_account * len(_handles(handles))
+        accounts = len(_handles(handles))
         with self._classified(f"starting {actor}"):
-            run = self._client.actor(actor).start(run_input=run_input, max_items=cap)
-        logger.info("started %s run %s for %d account(s)", actor, run.id, len(_handles(handles)))
+            run = self._client.actor(actor).start(
+                run_input=run_input, max_items=max_items_per_account * accounts
+            )
+        logger.info("started %s run %s for %d account(s)", actor, run.id, accounts)
         return _run_of(platform, actor, run.id, run.default_dataset_id, run.status)
 
     def find_run(

@@ -166,14 +166,15 @@ def test_a_retried_start_finds_the_run_instead_of_starting_another(
 ) -> None:
     began = datetime.now(UTC) - timedelta(seconds=5)
     source.start_run(Platform.TIKTOK, ["someone"], max_items_per_account=5, marker="other-scrape")
-    # The first attempt started the run, then died before saving the run id.
-    lost = source.start_run(
-        Platform.TIKTOK, ["someone"], max_items_per_account=5, marker="scrape-7"
-    )
+    # The first attempt started the run, then died before saving the run id. (Enough
+    # accounts that the SDK sends the input gzip-compressed, as it does from 1 KiB.)
+    many = [f"account.number.{n}" for n in range(80)]
+    lost = source.start_run(Platform.TIKTOK, many, max_items_per_account=5, marker="scrape-7")
+    assert apify.requests_to("POST", "/runs")[-1].headers.get("content-encoding") == "gzip"
 
     again = source.ensure_run(
         Platform.TIKTOK,
-        ["someone"],
+        many,
         max_items_per_account=5,
         marker="scrape-7",
         started_after=began,
