@@ -32,6 +32,14 @@ _PRICES: tuple[Price, ...] = (
     # seed 004: Claude Haiku $1 / $5 per 1M tokens (the current Haiku; 3.5 is retired)
     Price("anthropic", "chat_input", "claude-haiku-4-5", "token", Decimal("0.000001")),
     Price("anthropic", "chat_output", "claude-haiku-4-5", "token", Decimal("0.000005")),
+    # Gemini 2.5 Flash: $0.30 per 1M input tokens (text, image, video; audio not verified)
+    # and $2.50 per 1M output tokens, thinking tokens included (research notes, section 4).
+    # Video analysis bills the uploaded video's tokens as input.
+    Price("gemini", "analysis_input", "gemini-2.5-flash", "token", Decimal("0.0000003")),
+    Price("gemini", "analysis_output", "gemini-2.5-flash", "token", Decimal("0.0000025")),
+    # The same model adapting scripts (the discover adapter records chat_* operations).
+    Price("gemini", "chat_input", "gemini-2.5-flash", "token", Decimal("0.0000003")),
+    Price("gemini", "chat_output", "gemini-2.5-flash", "token", Decimal("0.0000025")),
     # Video generation, per generated second; the model column is `<model>-<resolution>`
     # (`generation_price_model`). Mirrors the capability table in
     # `reelflow.generation.capabilities`, which estimates with the same numbers (a test
@@ -54,6 +62,8 @@ _UNITS = {
     "embedding": "token",
     "chat_input": "token",
     "chat_output": "token",
+    "analysis_input": "token",
+    "analysis_output": "token",
     "generation": "second",
     "actor_run": "usd",
 }
