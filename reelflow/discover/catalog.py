@@ -389,6 +389,26 @@ async def update_product(
     return _product_view(product, brand_name)
 
 
+async def find_product(session: AsyncSession, tenant_id: uuid.UUID, ref: str) -> ProductView:
+    """A product by id, or by name when exactly one of the tenant's products has it
+    (`Conflict` when several brands have a product by that name)."""
+    product_id = _as_uuid(ref)
+    if product_id is None:
+        found = (
+            await session.scalars(
+                select(Product.id).where(
+                    Product.tenant_id == tenant_id, Product.name == ref.strip()
+                )
+            )
+        ).all()
+        if not found:
+            raise NotFound("product", ref, f"no product with id or name {ref!r}")
+        if len(found) > 1:
+            raise Conflict(f"{len(found)} products are named {ref!r}: give the product id")
+        product_id = found[0]
+    return await get_product(session, tenant_id, product_id)
+
+
 async def delete_product(
     session: AsyncSession, tenant_id: uuid.UUID, product_id: uuid.UUID
 ) -> None:
