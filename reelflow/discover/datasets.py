@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import json
 import math
@@ -523,7 +524,7 @@ def unflatten(item: Mapping[str, Any]) -> dict[str, Any]:
     (`authorMeta.name`) keys; numeric parts become list positions."""
     root: dict[str, Any] = {}
     for key, value in item.items():
-        parts = re.split(r"[/.]", key) if isinstance(key, str) else [key]
+        parts = _key_path(key) if isinstance(key, str) else (key,)
         node = root
         for part in parts[:-1]:
             child = node.get(part)
@@ -535,18 +536,28 @@ def unflatten(item: Mapping[str, Any]) -> dict[str, Any]:
         leaf = parts[-1]
         if not isinstance(node.get(leaf), dict):
             node[leaf] = value
-    result = _lists_from_positions(root)
-    assert isinstance(result, dict)
-    return result
+    for key, value in root.items():
+        if isinstance(value, dict):
+            root[key] = _lists_from_positions(value)
+    return root
 
 
-def _lists_from_positions(node: Any) -> Any:
-    if not isinstance(node, dict):
-        return node
-    converted = {key: _lists_from_positions(value) for key, value in node.items()}
-    if converted and all(isinstance(key, str) and key.isdigit() for key in converted):
-        return [converted[key] for key in sorted(converted, key=int)]
-    return converted
+@functools.lru_cache(maxsize=4096)
+def _key_path(key: str) -> tuple[str, ...]:
+    """A CSV's columns repeat on every row: split each name once."""
+    return tuple(_KEY_SEPARATORS.split(key))
+
+
+_KEY_SEPARATORS = re.compile(r"[/.]")
+
+
+def _lists_from_positions(node: dict[str, Any]) -> dict[str, Any] | list[Any]:
+    for key, value in node.items():
+        if isinstance(value, dict):
+            node[key] = _lists_from_positions(value)
+    if node and all(key.isdigit() for key in node):
+        return [node[key] for key in sorted(node, key=int)]
+    return node
 
 
 _COUNT = re.compile(r"^(\d[\d,]*(?:\.\d+)?|\.\d+)\s*([kmb])?$", re.IGNORECASE)

@@ -18,17 +18,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Boolean, func, literal_column
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.discover import RejectedRow, ScrapedPost
-from schemas.discover_tables import Post, PostSnapshot, WatchedAccount
 
 _COUNTS = ("views", "likes", "comments", "shares", "saves")
-_KEPT_WHEN_MISSING = ("url", "video_url", "caption", "posted_at", "duration_s", *_COUNTS)
 
 
 @dataclass
@@ -75,6 +71,84 @@ def _best_per_post(posts: Sequence[ScrapedPost]) -> list[ScrapedPost]:
     return [best[key] for key in sorted(best)]
 
 
+# One statement per table per batch, rows passed as arrays and expanded by `unnest`: the SQL
+# text is the same whatever the batch size, so psycopg and PostgreSQL parse it once, and no
+# batch comes near the 65535-parameter limit of a multi-row VALUES.
+_UPSERT_ACCOUNTS = text(
+    """
+    INSERT INTO watched_accounts AS a (id, tenant_id, platform, handle, followers, last_scraped_at)
+    SELECT r.id, :tenant_id, r.platform, r.handle, r.followers, :recorded_at
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:platforms AS text[]), CAST(:handles AS text[]),
+        CAST(:followers AS bigint[])
+    ) AS r(id, platform, handle, followers)
+    ON CONFLICT (tenant_id, platform, handle) DO UPDATE SET
+        followers = COALESCE(excluded.followers, a.followers),
+        last_scraped_at = GREATEST(excluded.last_scraped_at, a.last_scraped_at)
+    RETURNING a.id, a.platform, a.handle
+    """
+)
+
+_UPSERT_POSTS = text(
+    """
+    INSERT INTO posts AS p (
+        id, tenant_id, account_id, platform, platform_post_id, url, video_url, caption,
+        posted_at, duration_s, is_video, views, likes, comments, shares, saves, first_scrape_id
+    )
+    SELECT r.id, :tenant_id, r.account_id, r.platform, r.platform_post_id, r.url,
+        r.video_url, r.caption, r.posted_at, r.duration_s, r.is_video, r.views, r.likes,
+        r.comments, r.shares, r.saves, :scrape_id
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:account_ids AS uuid[]), CAST(:platforms AS text[]),
+        CAST(:post_ids AS text[]), CAST(:urls AS text[]), CAST(:video_urls AS text[]),
+        CAST(:captions AS text[]), CAST(:posted_ats AS timestamptz[]),
+        CAST(:durations AS float8[]), CAST(:is_videos AS boolean[]),
+        CAST(:views AS bigint[]), CAST(:likes AS bigint[]), CAST(:comments AS bigint[]),
+        CAST(:shares AS bigint[]), CAST(:saves AS bigint[])
+    ) AS r(id, account_id, platform, platform_post_id, url, video_url, caption, posted_at,
+           duration_s, is_video, views, likes, comments, shares, saves)
+    ON CONFLICT (tenant_id, platform, platform_post_id) DO UPDATE SET
+        account_id = excluded.account_id,
+        url = COALESCE(excluded.url, p.url),
+        video_url = COALESCE(excluded.video_url, p.video_url),
+        caption = COALESCE(excluded.caption, p.caption),
+        posted_at = COALESCE(excluded.posted_at, p.posted_at),
+        duration_s = COALESCE(excluded.duration_s, p.duration_s),
+        is_video = excluded.is_video,
+        views = COALESCE(excluded.views, p.views),
+        likes = COALESCE(excluded.likes, p.likes),
+        comments = COALESCE(excluded.comments, p.comments),
+        shares = COALESCE(excluded.shares, p.shares),
+        saves = COALESCE(excluded.saves, p.saves),
+        updated_at = now()
+    RETURNING p.id, p.platform, p.platform_post_id, (p.xmax = 0) AS inserted
+    """
+)
+
+_UPSERT_SNAPSHOTS = text(
+    """
+    INSERT INTO post_snapshots AS s (
+        post_id, scrape_id, recorded_at, views, likes, comments, shares, saves, followers
+    )
+    SELECT r.post_id, :scrape_id, :recorded_at, r.views, r.likes, r.comments, r.shares,
+        r.saves, r.followers
+    FROM unnest(
+        CAST(:post_ids AS uuid[]), CAST(:views AS bigint[]), CAST(:likes AS bigint[]),
+        CAST(:comments AS bigint[]), CAST(:shares AS bigint[]), CAST(:saves AS bigint[]),
+        CAST(:followers AS bigint[])
+    ) AS r(post_id, views, likes, comments, shares, saves, followers)
+    ON CONFLICT (post_id, scrape_id) DO UPDATE SET
+        recorded_at = excluded.recorded_at,
+        views = COALESCE(excluded.views, s.views),
+        likes = COALESCE(excluded.likes, s.likes),
+        comments = COALESCE(excluded.comments, s.comments),
+        shares = COALESCE(excluded.shares, s.shares),
+        saves = COALESCE(excluded.saves, s.saves),
+        followers = COALESCE(excluded.followers, s.followers)
+    """
+)
+
+
 async def upsert_posts(
     session: AsyncSession,
     *,
@@ -97,48 +171,23 @@ async def upsert_posts(
     account_ids = await _upsert_accounts(
         session, tenant_id=tenant_id, posts=unique, recorded_at=recorded_at
     )
-
-    post_rows = [
-        {
-            "id": uuid.uuid4(),
-            "tenant_id": tenant_id,
-            "account_id": account_ids[(post.platform.value, post.account)],
-            "platform": post.platform.value,
-            "platform_post_id": post.post_id,
-            "url": post.url,
-            "video_url": post.video_url,
-            "caption": post.caption,
-            "posted_at": post.posted_at,
-            "duration_s": post.duration_s,
-            "is_video": post.is_video,
-            "views": post.views,
-            "likes": post.likes,
-            "comments": post.comments,
-            "shares": post.shares,
-            "saves": post.saves,
-            "first_scrape_id": scrape_id,
-        }
-        for post in unique
-    ]
-    statement = insert(Post)
-    known = Post.__table__.c
-    updates: dict[str, Any] = {
-        name: func.coalesce(statement.excluded[name], known[name]) for name in _KEPT_WHEN_MISSING
-    }
-    updates["account_id"] = statement.excluded.account_id
-    updates["is_video"] = statement.excluded.is_video
-    updates["updated_at"] = func.now()
-    statement = statement.on_conflict_do_update(
-        index_elements=["tenant_id", "platform", "platform_post_id"], set_=updates
-    )
     returned = await session.execute(
-        statement.returning(
-            Post.id,
-            Post.platform,
-            Post.platform_post_id,
-            literal_column("(xmax = 0)", Boolean).label("inserted"),
-        ),
-        post_rows,
+        _UPSERT_POSTS,
+        {
+            "tenant_id": tenant_id,
+            "scrape_id": scrape_id,
+            "ids": [uuid.uuid4() for _ in unique],
+            "account_ids": [account_ids[(p.platform.value, p.account)] for p in unique],
+            "platforms": [p.platform.value for p in unique],
+            "post_ids": [p.post_id for p in unique],
+            "urls": [p.url for p in unique],
+            "video_urls": [p.video_url for p in unique],
+            "captions": [p.caption for p in unique],
+            "posted_ats": [p.posted_at for p in unique],
+            "durations": [p.duration_s for p in unique],
+            "is_videos": [p.is_video for p in unique],
+            **{name: [getattr(p, name) for p in unique] for name in _COUNTS},
+        },
     )
     post_ids: dict[tuple[str, str], uuid.UUID] = {}
     new_ids: list[uuid.UUID] = []
@@ -146,33 +195,14 @@ async def upsert_posts(
         post_ids[(platform, platform_post_id)] = post_id
         if inserted:
             new_ids.append(post_id)
-
-    snapshot_rows = [
+    await session.execute(
+        _UPSERT_SNAPSHOTS,
         {
-            "post_id": post_ids[_key(post)],
             "scrape_id": scrape_id,
             "recorded_at": recorded_at,
-            "views": post.views,
-            "likes": post.likes,
-            "comments": post.comments,
-            "shares": post.shares,
-            "saves": post.saves,
-            "followers": post.followers,
-        }
-        for post in unique
-    ]
-    snapshot = insert(PostSnapshot)
-    snapshot_known = PostSnapshot.__table__.c
-    snapshot_updates: dict[str, Any] = {
-        name: func.coalesce(snapshot.excluded[name], snapshot_known[name])
-        for name in (*_COUNTS, "followers")
-    }
-    snapshot_updates["recorded_at"] = snapshot.excluded.recorded_at
-    await session.execute(
-        snapshot.on_conflict_do_update(
-            index_elements=["post_id", "scrape_id"], set_=snapshot_updates
-        ),
-        snapshot_rows,
+            "post_ids": [post_ids[_key(p)] for p in unique],
+            **{name: [getattr(p, name) for p in unique] for name in (*_COUNTS, "followers")},
+        },
     )
     return UpsertResult(
         seen=len(unique),
@@ -194,31 +224,17 @@ async def _upsert_accounts(
         key = (post.platform.value, post.account)
         if post.followers is not None or key not in followers:
             followers[key] = post.followers
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "tenant_id": tenant_id,
-            "platform": platform,
-            "handle": handle,
-            "followers": count,
-            "last_scraped_at": recorded_at,
-        }
-        for (platform, handle), count in sorted(followers.items())
-    ]
-    statement = insert(WatchedAccount)
-    known = WatchedAccount.__table__.c
-    statement = statement.on_conflict_do_update(
-        index_elements=["tenant_id", "platform", "handle"],
-        set_={
-            "followers": func.coalesce(statement.excluded.followers, known.followers),
-            "last_scraped_at": func.greatest(
-                statement.excluded.last_scraped_at, known.last_scraped_at
-            ),
-        },
-    )
+    ordered = sorted(followers.items())
     returned = await session.execute(
-        statement.returning(WatchedAccount.id, WatchedAccount.platform, WatchedAccount.handle),
-        rows,
+        _UPSERT_ACCOUNTS,
+        {
+            "tenant_id": tenant_id,
+            "recorded_at": recorded_at,
+            "ids": [uuid.uuid4() for _ in ordered],
+            "platforms": [platform for (platform, _), _ in ordered],
+            "handles": [handle for (_, handle), _ in ordered],
+            "followers": [count for _, count in ordered],
+        },
     )
     return {(platform, handle): account_id for account_id, platform, handle in returned.all()}
 
