@@ -60,13 +60,16 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from pydantic import ValidationError
 
 from reelflow.core.errors import DomainError
 from schemas.discover import Platform, RejectedRow, ScrapedPost
 from schemas.failures import FailureCode
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 DatasetFormat = Literal["json", "jsonl", "csv"]
 
@@ -146,6 +149,12 @@ def iter_dataset(
         DomainError: `INVALID_DATASET` for a JSON file that is not valid JSON (rows before the
             fault have been yielded; the importer's transaction drops them).
     """
+    if fmt == "jsonl":
+        # A JSON array saved as .jsonl would otherwise be one rejected line per line.
+        head = stream.read(READ_CHUNK_BYTES)
+        stream = io.BufferedReader(_Rewound(head, stream), buffer_size=READ_CHUNK_BYTES)
+        if head.removeprefix(_UTF8_BOM).lstrip().startswith(b"["):
+            fmt = "json"
     if fmt == "json":
         items: Iterator[tuple[int, Any]] = _json_records(stream)
     elif fmt == "jsonl":
@@ -313,7 +322,19 @@ def _broken_json(record: int, why: str) -> DomainError:
 
 
 def _jsonl_records(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
-    for number, raw in enumerate(stream, start=1):
+    number = 0
+    while True:
+        raw = stream.readline(MAX_RECORD_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
+            # Skip the rest of the line without holding it.
+            while (more := stream.readline(READ_CHUNK_BYTES)) and not more.endswith(b"\n"):
+                pass
+            reason = f"The line is longer than {MAX_RECORD_BYTES // (1024 * 1024)} MiB."
+            yield number, RejectedRow(line=number, reason=reason)
+            continue
         data = raw.removeprefix(_UTF8_BOM) if number == 1 else raw
         text = data.decode("utf-8", errors="replace").strip()
         if not text:
@@ -323,6 +344,27 @@ def _jsonl_records(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
         except ValueError as exc:
             message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             yield number, RejectedRow(line=number, reason=f"The line is not valid JSON: {message}.")
+
+
+class _Rewound(io.RawIOBase):
+    """A stream whose first bytes were read to look at them, serving them again first."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        super().__init__()
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            data, self._head = self._head[: len(view)], self._head[len(view) :]
+        else:
+            data = self._rest.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
 
 def _csv_records(stream: BinaryIO) -> Iterator[tuple[int, Any]]:

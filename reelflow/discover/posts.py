@@ -61,12 +61,12 @@ def _views_rank(post: ScrapedPost) -> int:
 
 
 def _best_per_post(posts: Sequence[ScrapedPost]) -> list[ScrapedPost]:
-    """One post per platform id: the most views, the later on a tie; in key order, so
+    """One post per platform id: the most views, the first on a tie; in key order, so
     concurrent batches lock rows in the same order and cannot deadlock."""
     best: dict[tuple[str, str], ScrapedPost] = {}
     for post in posts:
         kept = best.get(_key(post))
-        if kept is None or _views_rank(post) >= _views_rank(kept):
+        if kept is None or _views_rank(post) > _views_rank(kept):
             best[_key(post)] = post
     return [best[key] for key in sorted(best)]
 

@@ -518,3 +518,24 @@ def test_iterating_yields_the_rows_before_a_fault(monkeypatch: pytest.MonkeyPatc
             assert isinstance(row, ScrapedPost)
             seen.append(row.post_id)
     assert seen == ["A"]
+
+
+def test_a_json_array_saved_as_jsonl_is_read_as_json() -> None:
+    data = (
+        b'\xef\xbb\xbf[\n  {"shortCode": "A",\n   "ownerUsername": "x"},\n'
+        b'  {"shortCode": "B", "ownerUsername": "x"}\n]'
+    )
+    rows = parse(data, "jsonl")
+    assert list(posts_of(rows)) == ["A", "B"]
+    assert rejected_of(rows) == {}
+
+
+def test_an_overlong_jsonl_line_is_rejected_without_holding_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(datasets, "MAX_RECORD_BYTES", 1000)
+    long_line = json.dumps(reel("LONG", caption="x" * 50_000)).encode() + b"\n"
+    rows = parse(jsonl(reel("A")) + long_line + jsonl(reel("B")), "jsonl")
+    assert list(posts_of(rows)) == ["A", "B"]
+    assert list(rejected_of(rows)) == [2]
+    assert "longer than" in rejected_of(rows)[2]
