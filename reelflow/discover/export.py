@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from fpdf import FPDF
+from fpdf.enums import MethodReturnValue
 from fpdf.fonts import TTFFont
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -269,6 +270,13 @@ def find_unicode_font() -> tuple[Path, Path | None] | None:
     return None
 
 
+_LINE_HEIGHT = 4.6
+_PADDING = 1.2
+_MAX_ROW_MM = 110.0
+"""A scene whose table row would be taller than this is set as labelled paragraphs instead:
+fpdf2 cannot split a table row across pages, and refuses a row taller than one."""
+
+
 class _ScriptPdf(FPDF):
     """A4 portrait with a footer naming the script and the page."""
 
@@ -331,14 +339,44 @@ class _Typesetter:
             col_widths=widths,
             text_align="LEFT",
             first_row_as_headings=header,
-            line_height=4.6,
-            padding=1.2,
+            line_height=_LINE_HEIGHT,
+            padding=_PADDING,
         ) as table:
             for values in rows:
                 row = table.row()
                 for value in values:
                     row.cell(self.text(value))
         self.pdf.set_font(self.family, "", 10)
+
+    def row_height(self, values: list[str], widths: tuple[float, ...]) -> float:
+        """How tall a table row with these cells would be, in mm."""
+        self.pdf.set_font(self.family, "", 9)
+        lines = 1
+        for value, width in zip(values, widths, strict=True):
+            wrapped: list[str] = self.pdf.multi_cell(  # type: ignore[assignment]
+                width - 2 * _PADDING,
+                _LINE_HEIGHT,
+                self.text(value) or " ",
+                dry_run=True,
+                output=MethodReturnValue.LINES,
+            )
+            lines = max(lines, len(wrapped))
+        self.pdf.set_font(self.family, "", 10)
+        return lines * _LINE_HEIGHT + 2 * _PADDING
+
+    def block(self, title: str, fields: list[tuple[str, str]]) -> None:
+        """A scene too tall for a table row, as labelled paragraphs that break across pages."""
+        self.pdf.ln(2)
+        self.pdf.set_font(self.family, "B", 10)
+        self.pdf.multi_cell(0, 5, self.text(title), new_x="LMARGIN", new_y="NEXT")
+        for label, value in fields:
+            if value:
+                self.pdf.set_font(self.family, "B", 9)
+                self.pdf.multi_cell(0, 4.6, self.text(label), new_x="LMARGIN", new_y="NEXT")
+                self.pdf.set_font(self.family, "", 9)
+                self.pdf.multi_cell(0, 4.6, self.text(value), new_x="LMARGIN", new_y="NEXT")
+        self.pdf.set_font(self.family, "", 10)
+        self.pdf.ln(2)
 
 
 def to_pdf(
@@ -374,7 +412,7 @@ def to_pdf(
         if with_original:
             header.append("Original")
             widths = (7, 26, 45, 38, 30, 34)
-        rows = [header]
+        run: list[list[str]] = []
         for number, scene in enumerate(content.scenes, 1):
             row = [
                 str(number),
@@ -385,8 +423,15 @@ def to_pdf(
             ]
             if with_original:
                 row.append(scene.original or "")
-            rows.append(row)
-        setter.table(rows, widths)
+            if setter.row_height(row, widths) <= _MAX_ROW_MM:
+                run.append(row)
+                continue
+            if run:
+                setter.table([header, *run], widths)
+                run = []
+            setter.block(f"Scene {row[0]}   {row[1]}", list(zip(header[2:], row[2:], strict=True)))
+        if run:
+            setter.table([header, *run], widths)
     else:
         setter.paragraph("No scenes yet.")
     setter.heading("Call to action")

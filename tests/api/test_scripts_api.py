@@ -140,7 +140,7 @@ async def test_a_script_from_an_adaptation_is_created_once(
         {"content": {"hook": "h", "scenes": [{"start_s": 5, "end_s": 2, "direction": "d"}]}},
         {"content": {"hook": "h", "scenes": [{"start_s": -1, "end_s": 2, "direction": "d"}]}},
         {"content": {"hook": "h", "scenes": [{"start_s": 0, "end_s": 2}]}},
-        {"content": {"hook": "h" * 10_001}},
+        {"content": {"hook": "h" * 2_001}},
         {"product_id": "not-a-uuid"},
     ],
 )

@@ -327,3 +327,35 @@ def test_transliteration_and_clock() -> None:
 def test_export_file_names_are_ascii() -> None:
     assert export.export_filename(_script(), "pdf") == "creme-brulee-at-6-am-standoff-v2.pdf"
     assert export.export_filename(_script(title="中文"), "md") == "script-v2.md"
+
+
+def test_a_scene_too_tall_for_a_table_row_is_set_as_paragraphs() -> None:
+    # fpdf2 cannot split a table row across pages; such a scene must still print in full.
+    long_direction = " ".join(f"step{i}" for i in range(330))  # about 2,000 characters
+    content = ScriptContent(
+        hook="h",
+        scenes=[
+            AdaptedScene(start_s=0, end_s=2, direction="short one"),
+            AdaptedScene(
+                start_s=2,
+                end_s=60,
+                direction=long_direction,
+                voiceover=long_direction.replace("step", "say"),
+                on_screen_text=long_direction.replace("step", "show"),
+                original=long_direction.replace("step", "was"),
+            ),
+            AdaptedScene(start_s=60, end_s=61, direction="after the long one"),
+        ],
+    )
+    for font in ("auto", None):
+        pdf = export.to_pdf(
+            _script(content=content.model_dump(mode="json")),
+            product_name=None,
+            brand_name=None,
+            font=font,
+        )
+        assert page_count(pdf) >= 2
+        flat = _flat(pdf_text(pdf))
+        for word in ("short one", "step329", "say329", "show329", "was329", "after the long one"):
+            assert word in flat, (font, word)
+        assert re.search(r"Scene 2 0:02[-–]1:00", flat)
