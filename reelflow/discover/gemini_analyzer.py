@@ -255,10 +255,10 @@ class GeminiAnalyzer:
                 )
             except (genai_errors.APIError, genai_errors.UnknownApiResponseError) as exc:
                 raise _classified(exc) from exc
-            billed = _add_usage(billed, _usage_of(response))
-            _raise_if_blocked(response, billed)
+            billed = _add_usage(billed, gemini_usage(response))
+            raise_if_gemini_blocked(response, billed)
             try:
-                return parse_structured(_answer_text(response), VideoAnalysis), billed
+                return parse_structured(gemini_answer_text(response), VideoAnalysis), billed
             except DomainError as exc:
                 last_error = exc
                 logger.warning(
@@ -330,7 +330,8 @@ def _enum_text(value: object) -> str:
     return str(getattr(value, "value", value) or "")
 
 
-def _usage_of(response: genai_types.GenerateContentResponse) -> TokenUsage | None:
+def gemini_usage(response: genai_types.GenerateContentResponse) -> TokenUsage | None:
+    """Billed tokens of one response, from `usage_metadata`."""
     usage = response.usage_metadata
     if usage is None:
         return None
@@ -351,15 +352,19 @@ def _add_usage(total: TokenUsage | None, more: TokenUsage | None) -> TokenUsage 
     )
 
 
-def _raise_if_blocked(
-    response: genai_types.GenerateContentResponse, billed: TokenUsage | None
+def raise_if_gemini_blocked(
+    response: genai_types.GenerateContentResponse,
+    billed: TokenUsage | None,
+    *,
+    what: str = "this video",
 ) -> None:
+    """`CONTENT_BLOCKED` when the prompt was refused or the answer stopped on a safety filter."""
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:
         detail = feedback.block_reason_message or _enum_text(feedback.block_reason)
         raise AnalysisFailed(
             FailureCode.CONTENT_BLOCKED,
-            f"Gemini's safety filter refused to analyse this video ({detail}).",
+            f"Gemini's safety filter refused {what} ({detail}).",
             usage=billed,
         )
     if response.candidates:
@@ -367,12 +372,13 @@ def _raise_if_blocked(
         if reason in _SAFETY_FINISH_REASONS:
             raise AnalysisFailed(
                 FailureCode.CONTENT_BLOCKED,
-                f"Gemini stopped its analysis on a safety filter ({reason}).",
+                f"Gemini stopped on a safety filter while answering about {what} ({reason}).",
                 usage=billed,
             )
 
 
-def _answer_text(response: genai_types.GenerateContentResponse) -> str:
+def gemini_answer_text(response: genai_types.GenerateContentResponse) -> str:
+    """The first candidate's answer text, without thought summaries."""
     if not response.candidates:
         return ""
     content = response.candidates[0].content
