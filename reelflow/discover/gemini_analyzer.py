@@ -76,8 +76,9 @@ SYSTEM_INSTRUCTION = (
 
 def build_prompt(duration_s: float, transcript: TranscriptForAnalysis | None) -> str:
     """The analysis request sent after the video part."""
+    length = f"{duration_s:.1f} s long" if duration_s > 0 else "of unknown length"
     lines = [
-        f"The video is {duration_s:.1f} s long. Analyse it and fill the schema:",
+        f"The video is {length}. Analyse it and fill the schema:",
         "- hook: the first 3 seconds (start_s 0, end_s 3 or the end of the hook): what is "
         "said or shown (`text`) and the technique (question, bold claim, pattern interrupt, "
         "before/after, ...).",

@@ -66,6 +66,7 @@ LOUDNESS_TIMEOUT_S = 600.0
 KEYFRAME_TIMEOUT_S = 60.0
 
 _PTS_TIME = re.compile(r"\bpts_time:\s*(-?\d+(?:\.\d+)?)")
+_DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 _INTEGRATED = re.compile(r"\bI:\s*(-?\d+(?:\.\d+)?|-inf)\s*LUFS")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[\w'’-]+")
@@ -113,7 +114,9 @@ class OfflineAnalyzer:
             Cancelled: the cancel scope was canceled (a running ffmpeg is stopped).
         """
         cancellation.raise_if_cancelled()
-        cuts = detect_scene_cuts(video, threshold=self._threshold)
+        cuts, measured_s = _scene_pass(video, self._threshold)
+        if duration_s <= 0 and measured_s is not None:
+            duration_s = measured_s  # the catalog did not know it; the container does
         bounds = _scene_bounds(cuts, duration_s)
         cancellation.raise_if_cancelled()
         loudness = measure_loudness(video)
@@ -226,6 +229,11 @@ def detect_scene_cuts(video: Path, *, threshold: float = SCENE_THRESHOLD) -> lis
     Raises:
         MediaToolError: ffmpeg failed.
     """
+    return _scene_pass(video, threshold)[0]
+
+
+def _scene_pass(video: Path, threshold: float) -> tuple[list[float], float | None]:
+    """Scene cuts, and the duration ffmpeg reads from the container (None if it has none)."""
     args = [
         require_tool("ffmpeg"),
         "-nostdin",
@@ -260,7 +268,13 @@ def detect_scene_cuts(video: Path, *, threshold: float = SCENE_THRESHOLD) -> lis
         if cuts and at - cuts[-1] < MIN_SCENE_S:
             continue
         cuts.append(at)
-    return cuts
+    duration = _DURATION.search(result.stderr)
+    measured = (
+        int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3))
+        if duration is not None
+        else None
+    )
+    return cuts, measured
 
 
 def measure_loudness(video: Path) -> float | None:

@@ -171,8 +171,9 @@ def _load_json(body: str) -> tuple[object | None, list[str], str | None]:
 
 
 def _first_container(text: str) -> int | None:
-    positions = [p for p in (text.find("{"), text.find("[")) if p >= 0]
-    return min(positions) if positions else None
+    # Our answers are pydantic models, so JSON objects: a "[" in leading prose is not the start.
+    position = text.find("{")
+    return position if position >= 0 else None
 
 
 def _try_loads(text: str) -> tuple[object] | None:

@@ -209,3 +209,13 @@ def test_cancellation_stops_before_the_next_step(cut_video: CutVideo) -> None:
 )
 def test_call_to_action_heuristic(text: str, expected: str | None) -> None:
     assert heuristic_call_to_action(text) == expected
+
+
+def test_an_unknown_duration_is_read_from_the_container(cut_video: CutVideo) -> None:
+    analysis = (
+        OfflineAnalyzer()
+        .analyze(cut_video.silent_path, duration_s=0.0, transcript=None, keyframe_sink=None)
+        .analysis
+    )
+    assert_close([s.start_s for s in analysis.scenes[1:]], KNOWN_CUTS, 2 * FRAME_S)
+    assert analysis.scenes[-1].end_s == pytest.approx(cut_video.speech.duration_s, abs=0.1)
