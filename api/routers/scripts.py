@@ -8,7 +8,6 @@ API key prefix (never the key).
 
 from __future__ import annotations
 
-import math
 import uuid
 from datetime import UTC, datetime
 from functools import partial
@@ -30,7 +29,7 @@ from reelflow.discover.scripts import (
     ScriptObjectNotFound,
     ScriptTransitionRefused,
 )
-from schemas.api import ErrorBody, StoredText, text_problem
+from schemas.api import ErrorBody, StoredText
 from schemas.discover import ScriptContent, ScriptStatus
 from schemas.discover_tables import Script
 
@@ -38,53 +37,11 @@ router = APIRouter(prefix="/v1/scripts", tags=["scripts"], responses=ERROR_RESPO
 
 LIST_NAME = "scripts"
 MAX_TITLE_CHARS = scripts.MAX_TITLE_CHARS
-MAX_TEXT_CHARS = 10_000
-"""Longest note (the version's notes, the notes for production)."""
-MAX_LINE_CHARS = 2_000
-"""Longest hook, scene text or call to action: a short video is read aloud in a minute."""
-MAX_SCENES = 50
-
-
-# --- request and response bodies -----------------------------------------------------------
-
-
-def content_problem(content: ScriptContent) -> str | None:
-    """Why a script body cannot be stored, or None: text Postgres refuses, overlong text,
-    too many scenes, or scene times that are not finite or end before they start."""
-    if not content.hook.strip():
-        return "hook: must not be empty"
-    if len(content.scenes) > MAX_SCENES:
-        return f"scenes: at most {MAX_SCENES}"
-    texts: list[tuple[str, str | None, int]] = [
-        ("hook", content.hook, MAX_LINE_CHARS),
-        ("call_to_action", content.call_to_action, MAX_LINE_CHARS),
-        ("notes_for_production", content.notes_for_production, MAX_TEXT_CHARS),
-    ]
-    for index, scene in enumerate(content.scenes):
-        where = f"scenes.{index}"
-        if not (math.isfinite(scene.start_s) and math.isfinite(scene.end_s)):
-            return f"{where}: start_s and end_s must be finite numbers"
-        if scene.end_s < scene.start_s:
-            return f"{where}: end_s must not be before start_s"
-        texts += [
-            (f"{where}.direction", scene.direction, MAX_LINE_CHARS),
-            (f"{where}.original", scene.original, MAX_LINE_CHARS),
-            (f"{where}.voiceover", scene.voiceover, MAX_LINE_CHARS),
-            (f"{where}.on_screen_text", scene.on_screen_text, MAX_LINE_CHARS),
-        ]
-    for field, value, limit in texts:
-        if value is None:
-            continue
-        if len(value) > limit:
-            return f"{field}: at most {limit} characters"
-        problem = text_problem(value)
-        if problem is not None:
-            return f"{field}: {problem}"
-    return None
+MAX_TEXT_CHARS = scripts.MAX_TEXT_CHARS
 
 
 def _checked_content(content: ScriptContent | None) -> ScriptContent | None:
-    if content is not None and (problem := content_problem(content)) is not None:
+    if content is not None and (problem := scripts.content_problem(content)) is not None:
         raise ValueError(f"content.{problem}")
     return content
 

@@ -21,6 +21,7 @@ state exactly one passes and the other sees the new state and is refused.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from reelflow.core.errors import DomainError
+from schemas.api import text_problem
 from schemas.discover import SCRIPT_TRANSITIONS, ScriptAdaptation, ScriptContent, ScriptStatus
 from schemas.discover_tables import Adaptation, Analysis, Brand, Post, Product, Project, Script
 from schemas.failures import FailureCode
@@ -37,6 +39,11 @@ from schemas.tables import Video
 
 MAX_TITLE_CHARS = 300
 """The `scripts.title` column's width."""
+MAX_TEXT_CHARS = 10_000
+"""Longest note (the version's notes, the notes for production)."""
+MAX_LINE_CHARS = 2_000
+"""Longest hook, scene text or call to action: a short video is read aloud in a minute."""
+MAX_SCENES = 50
 
 _NOT_FOUND_CODES: dict[str, FailureCode] = {
     "project": FailureCode.PROJECT_NOT_FOUND,
@@ -113,10 +120,67 @@ class ScriptPage:
 # --- helpers -------------------------------------------------------------------------------
 
 
+def content_problem(content: ScriptContent) -> str | None:
+    """Why a script body cannot be stored, or None: text Postgres refuses, overlong text,
+    too many scenes, or scene times that are not finite or end before they start."""
+    if not content.hook.strip():
+        return "hook: must not be empty"
+    if len(content.scenes) > MAX_SCENES:
+        return f"scenes: at most {MAX_SCENES}"
+    texts: list[tuple[str, str | None, int]] = [
+        ("hook", content.hook, MAX_LINE_CHARS),
+        ("call_to_action", content.call_to_action, MAX_LINE_CHARS),
+        ("notes_for_production", content.notes_for_production, MAX_TEXT_CHARS),
+    ]
+    for index, scene in enumerate(content.scenes):
+        where = f"scenes.{index}"
+        if not (math.isfinite(scene.start_s) and math.isfinite(scene.end_s)):
+            return f"{where}: start_s and end_s must be finite numbers"
+        if scene.end_s < scene.start_s:
+            return f"{where}: end_s must not be before start_s"
+        texts += [
+            (f"{where}.direction", scene.direction, MAX_LINE_CHARS),
+            (f"{where}.original", scene.original, MAX_LINE_CHARS),
+            (f"{where}.voiceover", scene.voiceover, MAX_LINE_CHARS),
+            (f"{where}.on_screen_text", scene.on_screen_text, MAX_LINE_CHARS),
+        ]
+    for field, value, limit in texts:
+        if value is None:
+            continue
+        if len(value) > limit:
+            return f"{field}: at most {limit} characters"
+        problem = text_problem(value)
+        if problem is not None:
+            return f"{field}: {problem}"
+    return None
+
+
+def _check_content(content: ScriptContent) -> dict[str, Any]:
+    problem = content_problem(content)
+    if problem is not None:
+        raise InvalidScript(f"content.{problem}")
+    return content.model_dump(mode="json")
+
+
+def _check_notes(notes: str | None) -> str | None:
+    if notes is None:
+        return None
+    notes = notes.strip()
+    if len(notes) > MAX_TEXT_CHARS:
+        raise InvalidScript(f"notes must be at most {MAX_TEXT_CHARS} characters")
+    problem = text_problem(notes)
+    if problem is not None:
+        raise InvalidScript(f"notes {problem}")
+    return notes or None
+
+
 def _clean_title(title: str) -> str:
     cleaned = title.strip()
     if not cleaned:
         raise InvalidScript("title must not be empty")
+    problem = text_problem(cleaned)
+    if problem is not None:
+        raise InvalidScript(f"title {problem}")
     if len(cleaned) > MAX_TITLE_CHARS:
         raise InvalidScript(f"title must be at most {MAX_TITLE_CHARS} characters")
     return cleaned
@@ -326,8 +390,8 @@ async def create_script(
             brand_id=brand_id,
             version=1,
             title=_clean_title(title),
-            content=content.model_dump(mode="json"),
-            notes=notes,
+            content=_check_content(content),
+            notes=_check_notes(notes),
             status=ScriptStatus.DRAFT.value,
             status_history=[_history_entry(None, ScriptStatus.DRAFT, by, now or datetime.now(UTC))],
         ),
