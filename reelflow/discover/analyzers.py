@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from reelflow.core.errors import DomainError
 from schemas.discover import VideoAnalysis
+from schemas.failures import FailureCode
 
 if TYPE_CHECKING:
     from reelflow.core.settings import Settings
@@ -60,6 +62,15 @@ class AnalysisResult:
     model: str
     prompt_version: str
     usage: TokenUsage | None
+
+
+class AnalysisFailed(DomainError):
+    """A domain failure after the provider billed tokens (`ANALYSIS_INVALID` after the
+    retry, `CONTENT_BLOCKED`): `usage` says how many, so the ledger still records them."""
+
+    def __init__(self, code: FailureCode, message: str, *, usage: TokenUsage | None = None) -> None:
+        super().__init__(code, message)
+        self.usage = usage
 
 
 class VideoAnalyzer(Protocol):

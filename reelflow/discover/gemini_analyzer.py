@@ -30,6 +30,7 @@ from reelflow.core import cancellation
 from reelflow.core.errors import DomainError
 from reelflow.core.provider_errors import classify_gemini_error
 from reelflow.discover.analyzers import (
+    AnalysisFailed,
     AnalysisResult,
     KeyframeSink,
     TokenUsage,
@@ -111,14 +112,6 @@ def build_prompt(duration_s: float, transcript: TranscriptForAnalysis | None) ->
             body = body[:TRANSCRIPT_CHARS].rsplit(" ", 1)[0] + " …"
         lines.append(body)
     return "\n".join(lines)
-
-
-class AnalysisFailed(DomainError):
-    """A domain failure after tokens were billed: `usage` says how many, for the ledger."""
-
-    def __init__(self, code: FailureCode, message: str, *, usage: TokenUsage | None = None) -> None:
-        super().__init__(code, message)
-        self.usage = usage
 
 
 class GeminiAnalyzer:

@@ -12,10 +12,14 @@ from reelflow.core.cancellation import Cancelled, CancelScope
 from reelflow.core.errors import DomainError
 from reelflow.core.provider_errors import ProviderTransientError
 from reelflow.core.settings import Settings
-from reelflow.discover.analyzers import TokenUsage, TranscriptForAnalysis, build_analyzer
+from reelflow.discover.analyzers import (
+    AnalysisFailed,
+    TokenUsage,
+    TranscriptForAnalysis,
+    build_analyzer,
+)
 from reelflow.discover.gemini_analyzer import (
     PROMPT_VERSION,
-    AnalysisFailed,
     GeminiAnalyzer,
     build_gemini_analysis_client,
 )
