@@ -161,6 +161,10 @@ class OfflineAnalyzer:
                 "scenes.audio",
             ):
                 unfilled.append(UnfilledField(field=name, reason=why))
+        elif hook_text is None:
+            unfilled.append(
+                UnfilledField(field="hook.text", reason="nothing is said in the first 3 s")
+            )
         if cta is None:
             unfilled.append(
                 UnfilledField(

@@ -9,6 +9,8 @@ a Gemini `GenerateContentResponse`.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -382,3 +384,19 @@ def test_build_adapter_defaults_model_and_needs_the_key(llm_server: FakeLLMServe
     assert isinstance(chosen, GeminiAdapter) and chosen.model == "gemini-x"
     with pytest.raises(SettingsError, match="ANTHROPIC_API_KEY"):
         build_adapter(Settings(discover_adapter="anthropic"))
+
+
+def test_no_provider_sdk_is_loaded_until_one_is_chosen() -> None:
+    code = (
+        "import sys\n"
+        "import reelflow.discover.adapters, reelflow.discover.analyzers\n"
+        "from reelflow.core.settings import Settings\n"
+        "reelflow.discover.adapters.build_adapter(Settings())\n"
+        "reelflow.discover.analyzers.build_analyzer(Settings())\n"
+        "loaded = [m for m in ('anthropic', 'openai', 'google.genai') if m in sys.modules]\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == ""
