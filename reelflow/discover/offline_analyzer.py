@@ -131,8 +131,9 @@ class OfflineAnalyzer:
             )
             for start, end in bounds
         ]
-        if keyframe_sink is not None:
-            _store_keyframes(video, scenes, keyframe_sink)
+        missing_keyframes = (
+            _store_keyframes(video, scenes, keyframe_sink) if keyframe_sink is not None else []
+        )
 
         hook_end = min(HOOK_SECONDS, duration_s) if duration_s > 0 else HOOK_SECONDS
         hook_text = _join(w.text for w in words if w.at_s < hook_end) or None
@@ -180,6 +181,14 @@ class OfflineAnalyzer:
         if keyframe_sink is None:
             unfilled.append(
                 UnfilledField(field="scenes.keyframe_key", reason="no keyframe storage was given")
+            )
+        elif missing_keyframes:
+            numbers = ", ".join(str(index + 1) for index in missing_keyframes)
+            unfilled.append(
+                UnfilledField(
+                    field="scenes.keyframe_key",
+                    reason=f"ffmpeg could not take a still of scene(s) {numbers}",
+                )
             )
         judgement = "needs a model that understands the video; the offline analyzer only measures"
         for name, what in (
@@ -317,7 +326,9 @@ def measure_loudness(video: Path) -> float | None:
     return None if value <= -70.0 else value  # -70 LUFS is the gate: silence
 
 
-def _store_keyframes(video: Path, scenes: list[Scene], sink: KeyframeSink) -> None:
+def _store_keyframes(video: Path, scenes: list[Scene], sink: KeyframeSink) -> list[int]:
+    """Store a still from the middle of each scene; the indexes of scenes left without one."""
+    missing: list[int] = []
     with tempfile.TemporaryDirectory(prefix="reelflow-keyframes-") as scratch:
         for index, scene in enumerate(scenes):
             cancellation.raise_if_cancelled()
@@ -354,8 +365,10 @@ def _store_keyframes(video: Path, scenes: list[Scene], sink: KeyframeSink) -> No
                     video.name,
                     stderr_tail(result.stderr),
                 )
+                missing.append(index)
                 continue
             scenes[index] = scene.model_copy(update={"keyframe_key": sink(index, path)})
+    return missing
 
 
 def _scene_bounds(cuts: Sequence[float], duration_s: float) -> list[tuple[float, float]]:
