@@ -9,13 +9,21 @@ account typed three ways is one watched account, and anything else is a 422 nami
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from schemas.api import StoredText
 from schemas.discover import (
@@ -239,7 +247,7 @@ def parse_interval(raw: str) -> int:
         ValueError: unreadable, or outside the allowed schedule interval.
     """
     text = raw.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         seconds = int(text)
     else:
         pos, seconds = 0, 0
@@ -264,6 +272,27 @@ def check_interval(seconds: int) -> int:
 
 
 ScheduleSeconds = Annotated[int, AfterValidator(check_interval)]
+
+
+# --- outlier settings -----------------------------------------------------------------------
+
+MAX_MIN_RATIO = 1000.0
+MAX_MIN_ROBUST_Z = 100.0
+
+
+def _bounded_settings(settings: OutlierSettings) -> OutlierSettings:
+    """Finite, storable thresholds: JSON (and JSONB) has no infinity, and a tier no post can
+    reach would silently turn outlier detection off."""
+    if not (math.isfinite(settings.min_ratio) and settings.min_ratio <= MAX_MIN_RATIO):
+        raise ValueError(f"min_ratio must be a number from 1 to {MAX_MIN_RATIO:g}")
+    if not (math.isfinite(settings.min_robust_z) and settings.min_robust_z <= MAX_MIN_ROBUST_Z):
+        raise ValueError(f"min_robust_z must be a number from 0 to {MAX_MIN_ROBUST_Z:g}")
+    if not math.isfinite(settings.min_age_hours):
+        raise ValueError("min_age_hours must be a finite number")
+    return settings
+
+
+ProjectOutlierSettings = Annotated[OutlierSettings, AfterValidator(_bounded_settings)]
 
 
 # --- brands ---------------------------------------------------------------------------------
@@ -331,6 +360,13 @@ class _Schedule(_Request):
     schedule: str | None = Field(default=None, max_length=40)
     """The same as `schedule_interval_s`, written as a duration (`24h`, `7d`)."""
 
+    @field_validator("schedule")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_interval(value)
+        return value
+
     @model_validator(mode="after")
     def _schedule(self) -> _Schedule:
         if self.schedule is not None:
@@ -346,7 +382,7 @@ class ProjectCreate(_Schedule):
     name: Name
     accounts: list[AccountRef] = Field(default_factory=list, max_length=MAX_ACCOUNTS_PER_PROJECT)
     product_ids: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_PRODUCTS_PER_PROJECT)
-    outlier_settings: OutlierSettings | None = None
+    outlier_settings: ProjectOutlierSettings | None = None
 
 
 class ProjectUpdate(_Schedule):
@@ -365,7 +401,7 @@ class ProjectUpdate(_Schedule):
     remove_product_ids: list[uuid.UUID] = Field(
         default_factory=list, max_length=MAX_PRODUCTS_PER_PROJECT
     )
-    outlier_settings: OutlierSettings | None = None
+    outlier_settings: ProjectOutlierSettings | None = None
     schedule_paused: bool | None = None
 
 

@@ -43,9 +43,7 @@ from schemas.discover import OutlierTier, Platform
 router = APIRouter(prefix="/v1", tags=["discover"], responses=ERROR_RESPONSES)
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page.")]
-Cursor = Annotated[
-    str | None, Query(max_length=1024, description="`next_cursor` of the previous page.")
-]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -178,10 +178,11 @@ def _brand_view(brand: Brand, product_count: int) -> BrandView:
     )
 
 
-async def _load_brand(session: AsyncSession, tenant_id: uuid.UUID, brand_id: uuid.UUID) -> Brand:
-    brand = await session.scalar(
-        select(Brand).where(Brand.tenant_id == tenant_id, Brand.id == brand_id)
-    )
+async def _load_brand(
+    session: AsyncSession, tenant_id: uuid.UUID, brand_id: uuid.UUID, *, lock: bool = False
+) -> Brand:
+    query = select(Brand).where(Brand.tenant_id == tenant_id, Brand.id == brand_id)
+    brand = await session.scalar(query.with_for_update() if lock else query)
     if brand is None:
         raise NotFound("brand", brand_id)
     return brand
@@ -240,7 +241,9 @@ async def update_brand(
 
 async def delete_brand(session: AsyncSession, tenant_id: uuid.UUID, brand_id: uuid.UUID) -> None:
     """Delete a brand that has no products; `Conflict` naming how many it still has."""
-    brand = await _load_brand(session, tenant_id, brand_id)
+    # Locked: a product being added to the brand right now either commits first (and is
+    # counted) or waits and then fails, instead of being deleted with the brand unseen.
+    brand = await _load_brand(session, tenant_id, brand_id, lock=True)
     count = (await _product_counts(session, tenant_id, [brand.id])).get(brand.id, 0)
     if count:
         raise Conflict(
@@ -634,6 +637,7 @@ async def update_project(
     what was asked for); adding a product that is not the tenant's is `NotFound`.
     """
     project = await _load_project(session, tenant_id, project_id)
+    await _check_products(session, tenant_id, body.add_product_ids)
     sent = body.model_fields_set
 
     def apply() -> None:
@@ -649,8 +653,6 @@ async def update_project(
             project.schedule_paused = body.schedule_paused
 
     await _write_unique(session, f"a project named {body.name!r} already exists", apply)
-
-    await _check_products(session, tenant_id, body.add_product_ids)
     if body.remove_accounts:
         keys = [(p.value, h) for p, h in (a.key for a in body.remove_accounts)]
         removed = select(WatchedAccount.id).where(

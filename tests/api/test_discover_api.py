@@ -108,6 +108,7 @@ async def test_bad_brand_and_product_bodies_are_422(
         {"name": "   "},
         {"name": "x" * 201},
         {"name": "a\u0000b"},
+        {"name": "x", "description": "a\u0000b"},
         {"name": "x", "colour": "red"},
         {},
     ):
@@ -210,13 +211,18 @@ async def test_projects_take_accounts_as_handles_or_profile_urls(
         )
         error = assert_error(refused, 422, "invalid_request")
         assert "accounts.0" in error["message"], error
-    assert_error(
-        await api.post(
-            "/v1/projects", json={"name": "Bad", "schedule": "5m"}, headers=alice.headers
-        ),
-        422,
-        "invalid_request",
-    )
+    for bad_body in (
+        {"name": "Bad", "schedule": "5m"},
+        {"name": "Bad", "schedule": "24h", "schedule_interval_s": 86400},
+        {"name": "Bad", "outlier_settings": {"min_ratio": "Infinity"}},
+        {"name": "Bad", "outlier_settings": {"window_days": 0}},
+        {"name": "Bad", "product_ids": ["not-an-id"]},
+    ):
+        assert_error(
+            await api.post("/v1/projects", json=bad_body, headers=alice.headers),
+            422,
+            "invalid_request",
+        )
     # Another tenant's product inside a body is a 404, like any unknown id.
     assert_error(
         await api.post(
@@ -323,7 +329,7 @@ async def test_posts_page_through_without_repeats_and_refuse_foreign_cursors(
     tiktok = await api.get("/v1/posts", params={"platform": "tiktok"}, headers=alice.headers)
     assert {i["account"] for i in tiktok.json()["items"]} == {"else"}
 
-    for garbage in ("garbage", "a.b", "x" * 600, first_cursor + "x"):
+    for garbage in ("garbage", "a.b", "x" * 600, "a." * 5000, first_cursor + "x"):
         assert_error(
             await api.get(
                 "/v1/posts",
