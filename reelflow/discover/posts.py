@@ -74,18 +74,44 @@ def _best_per_post(posts: Sequence[ScrapedPost]) -> list[ScrapedPost]:
 # One statement per table per batch, rows passed as arrays and expanded by `unnest`: the SQL
 # text is the same whatever the batch size, so psycopg and PostgreSQL parse it once, and no
 # batch comes near the 65535-parameter limit of a multi-row VALUES.
+# An account met again is written only when this batch changes it: every batch of a scrape
+# names the same accounts with the same followers and time, and rewriting them each time
+# would cost a row version per account per batch. The ones left alone are read instead (the
+# statement's snapshot has them; one that a concurrent import created is read afterwards).
 _UPSERT_ACCOUNTS = text(
     """
-    INSERT INTO watched_accounts AS a (id, tenant_id, platform, handle, followers, last_scraped_at)
-    SELECT r.id, :tenant_id, r.platform, r.handle, r.followers, :recorded_at
-    FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:platforms AS text[]), CAST(:handles AS text[]),
-        CAST(:followers AS bigint[])
-    ) AS r(id, platform, handle, followers)
-    ON CONFLICT (tenant_id, platform, handle) DO UPDATE SET
-        followers = COALESCE(excluded.followers, a.followers),
-        last_scraped_at = GREATEST(excluded.last_scraped_at, a.last_scraped_at)
-    RETURNING a.id, a.platform, a.handle
+    WITH input AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:platforms AS text[]), CAST(:handles AS text[]),
+            CAST(:followers AS bigint[])
+        ) AS r(id, platform, handle, followers)
+    ), written AS (
+        INSERT INTO watched_accounts AS a (
+            id, tenant_id, platform, handle, followers, last_scraped_at
+        )
+        SELECT i.id, :tenant_id, i.platform, i.handle, i.followers, :recorded_at FROM input i
+        ON CONFLICT (tenant_id, platform, handle) DO UPDATE SET
+            followers = COALESCE(excluded.followers, a.followers),
+            last_scraped_at = GREATEST(excluded.last_scraped_at, a.last_scraped_at)
+        WHERE (excluded.followers IS NOT NULL AND a.followers IS DISTINCT FROM excluded.followers)
+            OR a.last_scraped_at IS NULL OR a.last_scraped_at < excluded.last_scraped_at
+        RETURNING a.id, a.platform, a.handle
+    )
+    SELECT id, platform, handle FROM written
+    UNION ALL
+    SELECT a.id, a.platform, a.handle
+    FROM watched_accounts a JOIN input i ON a.platform = i.platform AND a.handle = i.handle
+    WHERE a.tenant_id = :tenant_id
+    """
+)
+
+_SELECT_ACCOUNTS = text(
+    """
+    SELECT a.id, a.platform, a.handle
+    FROM watched_accounts a
+    JOIN unnest(CAST(:platforms AS text[]), CAST(:handles AS text[])) AS i(platform, handle)
+        ON a.platform = i.platform AND a.handle = i.handle
+    WHERE a.tenant_id = :tenant_id
     """
 )
 
@@ -236,7 +262,22 @@ async def _upsert_accounts(
             "followers": [count for _, count in ordered],
         },
     )
-    return {(platform, handle): account_id for account_id, platform, handle in returned.all()}
+    # The statement's snapshot shows an account both as written and as it was before.
+    found = {(platform, handle): account_id for account_id, platform, handle in returned.all()}
+    missing = [key for key, _ in ordered if key not in found]
+    if missing:
+        again = await session.execute(
+            _SELECT_ACCOUNTS,
+            {
+                "tenant_id": tenant_id,
+                "platforms": [platform for platform, _ in missing],
+                "handles": [handle for _, handle in missing],
+            },
+        )
+        found.update(
+            ((platform, handle), account_id) for account_id, platform, handle in again.all()
+        )
+    return found
 
 
 async def import_posts(

@@ -150,7 +150,8 @@ def generate_items(rows: int, seed: int) -> Iterator[dict[str, Any]]:
             "authorMeta": {
                 "name": f"@{account}" if row % 7 == 0 else account,
                 "nickName": account.replace("_", " "),
-                "fans": 1000 + rng.randrange(5_000_000),
+                # One account's followers are the same on all its posts of one scrape.
+                "fans": 1000 + (int(account.rsplit("_", 1)[1]) * 7919) % 5_000_000,
                 "verified": rng.random() < 0.1,
             },
             "videoMeta": {"duration": rng.randrange(5, 90), "height": 1024, "width": 576},
