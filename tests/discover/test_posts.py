@@ -175,6 +175,19 @@ async def test_a_second_scrape_updates_counts_and_keeps_what_it_does_not_report(
     assert accounts["editguru"].last_scraped_at == T0 + timedelta(hours=6)
     assert {p.account_id for p in posts.values()} == {accounts["editguru"].id}
 
+    third = await world.scrape()
+    async with world.sessions.begin() as session:
+        await upsert_posts(
+            session,
+            tenant_id=world.tenant_id,
+            scrape_id=third,
+            posts=[tiktok("2", views=60, followers=7000)],
+            recorded_at=T0 + timedelta(days=1),
+        )
+    accounts = await world.accounts()
+    assert accounts["editguru"].followers == 7000
+    assert accounts["editguru"].last_scraped_at == T0 + timedelta(days=1)
+
 
 async def test_one_post_id_twice_in_a_batch_is_one_post_with_the_most_views(world: World) -> None:
     scrape = await world.scrape()
