@@ -361,6 +361,7 @@ class GeminiAdapter:
         from google.genai import errors as genai_errors
         from google.genai import types as genai_types
 
+        from reelflow.chat.providers import TRANSPORT_ERRORS
         from reelflow.core.provider_errors import classify_gemini_error
         from reelflow.discover.gemini_analyzer import (
             gemini_answer_text,
@@ -383,7 +384,11 @@ class GeminiAdapter:
                 response = self._client.models.generate_content(
                     model=self.model, contents=prompt, config=config
                 )
-            except (genai_errors.APIError, genai_errors.UnknownApiResponseError) as exc:
+            except (
+                genai_errors.APIError,
+                genai_errors.UnknownApiResponseError,
+                *TRANSPORT_ERRORS,
+            ) as exc:
                 raise classify_gemini_error(exc) from exc
             usage = gemini_usage(response)
             try:

@@ -26,6 +26,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
+from reelflow.chat.providers import TRANSPORT_ERRORS
 from reelflow.core import cancellation
 from reelflow.core.errors import DomainError
 from reelflow.core.provider_errors import classify_gemini_error
@@ -54,6 +55,9 @@ REQUEST_TIMEOUT_S = 600.0
 
 TRANSCRIPT_CHARS = 6000
 """How much of the transcript goes into the prompt (the video's audio is there anyway)."""
+
+_SDK_ERRORS = (genai_errors.APIError, genai_errors.UnknownApiResponseError, *TRANSPORT_ERRORS)
+"""What an SDK call raises for the provider's sake (classified by `classify_gemini_error`)."""
 
 _SAFETY_FINISH_REASONS = frozenset(
     {
@@ -185,7 +189,12 @@ class GeminiAnalyzer:
                 file=video,
                 config=genai_types.UploadFileConfig(mime_type=mime_type, display_name=video.name),
             )
-        except (genai_errors.APIError, genai_errors.UnknownApiResponseError, OSError) as exc:
+        except (
+            genai_errors.APIError,
+            genai_errors.UnknownApiResponseError,
+            *TRANSPORT_ERRORS,
+            OSError,
+        ) as exc:
             raise _classified(exc) from exc
         if not uploaded.name:
             raise DomainError(
@@ -218,7 +227,11 @@ class GeminiAnalyzer:
             _sleep_cancellable(min(self._poll_interval_s, max(0.0, deadline - time.monotonic())))
             try:
                 current = self._client.files.get(name=str(uploaded.name))
-            except (genai_errors.APIError, genai_errors.UnknownApiResponseError) as exc:
+            except (
+                genai_errors.APIError,
+                genai_errors.UnknownApiResponseError,
+                *TRANSPORT_ERRORS,
+            ) as exc:
                 raise _classified(exc) from exc
 
     def _generate(
@@ -247,7 +260,11 @@ class GeminiAnalyzer:
                     contents=genai_types.Content(role="user", parts=contents),
                     config=config,
                 )
-            except (genai_errors.APIError, genai_errors.UnknownApiResponseError) as exc:
+            except (
+                genai_errors.APIError,
+                genai_errors.UnknownApiResponseError,
+                *TRANSPORT_ERRORS,
+            ) as exc:
                 raise _classified(exc) from exc
             billed = _add_usage(billed, gemini_usage(response))
             raise_if_gemini_blocked(response, billed)

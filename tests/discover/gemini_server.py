@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.chat.answerers.servers import JsonReply, RecordedRequest, gemini_error_body
+from tests.chat.answerers.servers import Drop, JsonReply, RecordedRequest, gemini_error_body
 
 _VERSIONS = "(v1beta|v1)"
 _START = re.compile(rf"^/upload/{_VERSIONS}/files$")
@@ -112,7 +113,8 @@ class FakeGeminiServer:
 
     def __init__(self, file_states: Sequence[str] = ("PROCESSING", "ACTIVE")) -> None:
         self.requests: list[RecordedRequest] = []
-        self.generate_replies: list[JsonReply] = []
+        self.generate_replies: list[JsonReply | Drop] = []
+        """`Drop` closes the connection without an answer, like a lost network."""
         self.upload_replies: list[JsonReply] = []
         """Replies to the upload start before the normal one (errors such as 429)."""
         self.file_states: list[str] = list(file_states)
@@ -160,6 +162,10 @@ class FakeGeminiServer:
                 elif _GENERATE.match(self.path):
                     with server._lock:
                         reply = server.generate_replies.pop(0) if server.generate_replies else None
+                    if isinstance(reply, Drop):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        self.close_connection = True
+                        return
                     self._send(reply or gemini_error_reply(500, "INTERNAL"))
                 else:
                     self._send(gemini_error_reply(404, "NOT_FOUND"))

@@ -25,6 +25,7 @@ from reelflow.discover.gemini_analyzer import (
 )
 from schemas.discover import Hook, Pacing, Scene, Score, UnfilledField, VideoAnalysis
 from schemas.failures import FailureCode
+from tests.chat.answerers.servers import Drop
 from tests.discover.gemini_server import (
     FakeGeminiServer,
     gemini_error_reply,
@@ -250,6 +251,15 @@ def test_429_is_transient_with_retry_after(server: FakeGeminiServer, video: Path
 
     assert raised.value.status_code == 429
     assert raised.value.retry_after_s == 17
+    assert server.deleted == ["files/fileup1"]
+
+
+def test_a_dropped_connection_is_transient(server: FakeGeminiServer, video: Path) -> None:
+    server.generate_replies.append(Drop())
+
+    with pytest.raises(ProviderTransientError):
+        analyze(make_analyzer(server), video)
+
     assert server.deleted == ["files/fileup1"]
 
 
