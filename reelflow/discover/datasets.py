@@ -178,6 +178,24 @@ def iter_dataset(
             yield from repeats.admit(row, line=line)
 
 
+def iter_items(
+    items: Iterable[Mapping[str, Any]], *, platform: Platform | None = None, start: int = 1
+) -> Iterator[ScrapedPost | RejectedRow]:
+    """Items read from the Apify dataset API (already decoded), numbered from `start`,
+    normalised and filtered for repeats like a file's rows.
+
+    Pass the whole run's items (e.g. `DatasetClient.iterate_items()`), not one page at a
+    time: repeats are found within one call.
+    """
+    repeats = RepeatFilter()
+    for line, item in enumerate(items, start=start):
+        row = normalize_item(item, platform=platform, line=line)
+        if isinstance(row, RejectedRow):
+            yield row
+        else:
+            yield from repeats.admit(row, line=line)
+
+
 class RepeatFilter:
     """Keeps one post per platform and post id: the one with the most views.
 
@@ -745,17 +763,3 @@ def _text(value: Any) -> str | None:
 
 def _clip(text: str) -> str:
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
-
-
-def iter_items(
-    items: Iterable[Mapping[str, Any]], *, platform: Platform | None = None, start: int = 1
-) -> Iterator[ScrapedPost | RejectedRow]:
-    """Items read from the Apify dataset API (already decoded), numbered from `start`,
-    normalised and filtered for repeats like a file's rows."""
-    repeats = RepeatFilter()
-    for line, item in enumerate(items, start=start):
-        row = normalize_item(item, platform=platform, line=line)
-        if isinstance(row, RejectedRow):
-            yield row
-        else:
-            yield from repeats.admit(row, line=line)
