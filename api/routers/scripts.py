@@ -1,9 +1,9 @@
 """Scripts: create (by hand or from an adaptation), list, read, version, move, link, export.
 
 Every route is scoped by the caller's tenant: another tenant's script is a 404. Status moves
-follow `schemas.discover.SCRIPT_TRANSITIONS`; a move outside it is a 409 whose envelope
-also carries the allowed next states (`error.allowed`), and who moved it is the caller's
-API key prefix (never the key).
+follow `schemas.discover.SCRIPT_TRANSITIONS`; a move outside it is a 409 whose message names
+the allowed next states (as every script view's `allowed_next` does), and who moved it is the
+caller's API key prefix (never the key).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -29,7 +29,7 @@ from reelflow.discover.scripts import (
     ScriptObjectNotFound,
     ScriptTransitionRefused,
 )
-from schemas.api import ErrorBody, StoredText
+from schemas.api import ErrorResponse, StoredText
 from schemas.discover import ScriptContent, ScriptStatus
 from schemas.discover_tables import Script
 
@@ -173,18 +173,6 @@ class ScriptList(BaseModel):
     next_cursor: str | None
 
 
-class TransitionRefusedBody(ErrorBody):
-    """The envelope's body for a refused status move, with the states that are allowed."""
-
-    allowed: list[ScriptStatus]
-
-
-class TransitionRefusedResponse(BaseModel):
-    """409 `transition_not_allowed`."""
-
-    error: TransitionRefusedBody
-
-
 def _summary_fields(script: Script) -> dict[str, Any]:
     return {
         "script_id": script.id,
@@ -249,14 +237,10 @@ def _domain_error(exc: ScriptObjectNotFound | InvalidScript) -> ApiError:
     return ApiError(422, "invalid_request", str(exc))
 
 
-def transition_refused(exc: ScriptTransitionRefused) -> JSONResponse:
-    """409 in the error envelope, plus `allowed`: the states the script may move to."""
-    body = TransitionRefusedResponse(
-        error=TransitionRefusedBody(
-            code="transition_not_allowed", message=exc.message, allowed=list(exc.allowed)
-        )
-    )
-    return JSONResponse(body.model_dump(mode="json"), status_code=409)
+def transition_refused(exc: ScriptTransitionRefused) -> ApiError:
+    """409 `transition_not_allowed`; the message names the allowed next states (the envelope
+    has no field for them; `allowed_next` on the script lists them for programs)."""
+    return ApiError(409, "transition_not_allowed", exc.message)
 
 
 # --- routes --------------------------------------------------------------------------------
@@ -295,7 +279,7 @@ async def create_script(
     return script_view(script)
 
 
-@router.get("", response_model=ScriptList, responses={400: {"model": ErrorBody}})
+@router.get("", response_model=ScriptList, responses={400: {"model": ErrorResponse}})
 async def list_scripts(
     tenant: CurrentTenant,
     session: SessionDep,
@@ -384,7 +368,7 @@ async def new_version(
 @router.post(
     "/{script_id}/status",
     response_model=ScriptView,
-    responses={409: {"model": TransitionRefusedResponse, "description": "transition_not_allowed"}},
+    responses={409: {"model": ErrorResponse, "description": "transition_not_allowed"}},
 )
 async def change_status(
     script_id: str,
@@ -392,7 +376,7 @@ async def change_status(
     tenant: CurrentTenant,
     actor: Actor,
     session: SessionDep,
-) -> ScriptView | JSONResponse:
+) -> ScriptView:
     """Move the script: `draft → review → approved → in_production → produced → published`,
     with `review → draft`, `approved → review` and `in_production → approved` as the only
     ways back. Anything else (a skip, an unlisted way back, any move from `published`, a
@@ -409,7 +393,7 @@ async def change_status(
     except ScriptObjectNotFound as exc:
         raise _domain_error(exc) from None
     except ScriptTransitionRefused as exc:
-        return transition_refused(exc)
+        raise transition_refused(exc) from None
     await session.commit()
     return script_view(script)
 
