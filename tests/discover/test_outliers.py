@@ -308,6 +308,10 @@ async def test_score_accounts_writes_scores_of_the_given_accounts_only(engine: A
         assert refreshed is not None
         assert refreshed.outlier_score is None
         assert refreshed.no_score_reason == "too_few_posts"
+        unchanged = await session.get(Post, ids[0])
+        assert unchanged is not None
+        assert unchanged.no_score_reason == "too_few_posts"
+        assert unchanged.scored_at == NOW  # same result: the row was not rewritten
         grown = await session.get(Post, ids[6])
         assert grown is not None
         assert grown.outlier_score == 90.0 and grown.outlier_tier == "10x"
