@@ -385,8 +385,12 @@ class ProjectCreate(_Schedule):
     outlier_settings: ProjectOutlierSettings | None = None
 
 
-class ProjectUpdate(_Schedule):
-    """Only the fields sent change; `schedule_interval_s: null` turns the schedule off."""
+_SCHEDULE_FIELDS = ("schedule", "schedule_interval_s", "schedule_paused")
+
+
+class ProjectUpdate(_Request):
+    """Only the fields sent change. The schedule is not changed here but through
+    `/v1/projects/{id}/schedule`, which keeps the Temporal Schedule and the project in step."""
 
     name: Name | None = None
     add_accounts: list[AccountRef] = Field(
@@ -402,7 +406,16 @@ class ProjectUpdate(_Schedule):
         default_factory=list, max_length=MAX_PRODUCTS_PER_PROJECT
     )
     outlier_settings: ProjectOutlierSettings | None = None
-    schedule_paused: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_schedule(cls, data: object) -> object:
+        if isinstance(data, dict) and any(f in data for f in _SCHEDULE_FIELDS):
+            raise ValueError(
+                "the schedule is changed with PUT /v1/projects/{id}/schedule and paused or "
+                "resumed with POST /v1/projects/{id}/schedule/pause|resume"
+            )
+        return data
 
 
 class ProjectProductView(BaseModel):

@@ -5,6 +5,11 @@ or video is a 404, exactly like a missing one, and so is one named inside a body
 `brand_id` or `product_ids`). Duplicate names are a 409; a brand that still has products
 cannot be deleted (409). Lists are `{items, next_cursor}`, newest first; a cursor is bound
 to the tenant, the list and its filters, so one from another list is a 400.
+
+A project's re-scrape Schedule lives on Temporal: creating a project with `schedule`
+creates it and deleting the project deletes it, each before the database commits, so a
+Temporal that does not answer (503) leaves neither half. Changing it later goes through
+`/v1/projects/{id}/schedule` (`api/routers/scrapes.py`), never through PATCH.
 """
 
 from __future__ import annotations
@@ -12,15 +17,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from temporalio.service import RPCError
 
-from api.deps import CurrentTenant, SessionDep, SettingsDep, TenantContext
-from api.errors import ERROR_RESPONSES, ApiError, echo
+from api.deps import CurrentTenant, ResourcesDep, SessionDep, SettingsDep, TenantContext
+from api.errors import ERROR_RESPONSES, ApiError, echo, temporal_unavailable
 from api.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageKey, decode_cursor, encode_cursor
+from api.routers.videos import workflow_queue
+from reelflow.core.errors import DomainError
 from reelflow.core.settings import Settings
-from reelflow.discover import catalog
+from reelflow.discover import catalog, scrapes
 from reelflow.discover.catalog import CatalogError, Conflict, Listing, NotFound
 from schemas.api import ErrorResponse
 from schemas.api_discover import (
@@ -212,14 +221,37 @@ async def delete_product(product_id: str, tenant: CurrentTenant, session: Sessio
 # --- projects -------------------------------------------------------------------------------
 
 
-@router.post("/projects", status_code=201, response_model=ProjectView, responses=_errors(409))
+@router.post("/projects", status_code=201, response_model=ProjectView, responses=_errors(409, 503))
 async def create_project(
-    body: ProjectCreate, tenant: CurrentTenant, session: SessionDep
+    body: ProjectCreate, tenant: CurrentTenant, session: SessionDep, resources: ResourcesDep
 ) -> ProjectView:
     """Create a project watching accounts (handles, `@handles` or profile URLs) for products
-    of the tenant (404 for any other product id)."""
+    of the tenant (404 for any other product id). With `schedule` (or
+    `schedule_interval_s`) its re-scrape Schedule is created too; change it later through
+    `/v1/projects/{id}/schedule`."""
+    if body.schedule_interval_s is not None and resources.settings.apify_token is None:
+        raise ApiError(
+            422,
+            "provider_unavailable_here",
+            "scheduled scrapes go through Apify; set APIFY_TOKEN on this deployment",
+        )
     with _catalog_errors():
         project = await catalog.create_project(session, tenant.id, body)
+    if body.schedule_interval_s is not None:
+        # Before the commit: when Temporal does not take the Schedule, no project is left
+        # claiming one.
+        try:
+            await scrapes.set_schedule(
+                resources.temporal,
+                tenant_id=tenant.id,
+                project_id=project.project_id,
+                every=timedelta(seconds=body.schedule_interval_s),
+                task_queue=workflow_queue(resources.settings),
+            )
+        except DomainError as exc:
+            raise ApiError(422, str(exc.code), exc.message) from None
+        except RPCError:
+            raise temporal_unavailable() from None
     await session.commit()
     return project
 
@@ -249,7 +281,8 @@ async def get_project(project_id: str, tenant: CurrentTenant, session: SessionDe
 async def update_project(
     project_id: str, body: ProjectUpdate, tenant: CurrentTenant, session: SessionDep
 ) -> ProjectView:
-    """Rename, add or remove accounts and products, change outlier settings or the schedule."""
+    """Rename, add or remove accounts and products, or change outlier settings (the schedule
+    has its own routes under `/v1/projects/{id}/schedule`)."""
     with _catalog_errors():
         project = await catalog.update_project(
             session, tenant.id, _path_id("project", project_id), body
@@ -258,11 +291,20 @@ async def update_project(
     return project
 
 
-@router.delete("/projects/{project_id}", status_code=204)
-async def delete_project(project_id: str, tenant: CurrentTenant, session: SessionDep) -> Response:
-    """Delete a project with its scrapes; its watched accounts and their posts stay."""
+@router.delete("/projects/{project_id}", status_code=204, responses=_errors(503))
+async def delete_project(
+    project_id: str, tenant: CurrentTenant, session: SessionDep, resources: ResourcesDep
+) -> Response:
+    """Delete a project with its scrapes and its re-scrape Schedule; its watched accounts
+    and their posts stay."""
+    project = _path_id("project", project_id)
     with _catalog_errors():
-        await catalog.delete_project(session, tenant.id, _path_id("project", project_id))
+        await catalog.delete_project(session, tenant.id, project)
+    try:
+        # Before the commit: a Schedule left behind would keep scraping for nobody.
+        await scrapes.delete_schedule(resources.temporal, project)
+    except RPCError:
+        raise temporal_unavailable() from None
     await session.commit()
     return Response(status_code=204)
 

@@ -631,7 +631,7 @@ async def list_projects(
 async def update_project(
     session: AsyncSession, tenant_id: uuid.UUID, project_id: uuid.UUID, body: ProjectUpdate
 ) -> ProjectView:
-    """Rename, add or remove accounts and products, change outlier settings or the schedule.
+    """Rename, add or remove accounts and products, change outlier settings.
 
     Removing an account or product the project does not have is not an error (the result is
     what was asked for); adding a product that is not the tenant's is `NotFound`.
@@ -647,10 +647,6 @@ async def update_project(
             project.outlier_settings = (
                 body.outlier_settings.model_dump(mode="json") if body.outlier_settings else {}
             )
-        if "schedule_interval_s" in sent:
-            project.schedule_interval_s = body.schedule_interval_s
-        if "schedule_paused" in sent and body.schedule_paused is not None:
-            project.schedule_paused = body.schedule_paused
 
     await _write_unique(session, f"a project named {body.name!r} already exists", apply)
     if body.remove_accounts:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Annotated, TypeVar
 
 import typer
@@ -21,11 +22,14 @@ from rich.text import Text
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.service import RPCError
 
 from api.pagination import PageKey
 from reelflow.core.db import create_engine, session_factory
+from reelflow.core.errors import DomainError
 from reelflow.core.settings import Settings, SettingsError, load_settings
-from reelflow.discover import catalog
+from reelflow.core.temporal_client import connect_temporal
+from reelflow.discover import catalog, scrapes
 from reelflow.discover.catalog import CatalogError, Listing, NotFound
 from schemas.api_discover import (
     AccountRef,
@@ -40,6 +44,7 @@ from schemas.api_discover import (
     parse_interval,
 )
 from schemas.discover import OutlierTier, Platform
+from schemas.queues import TaskQueues
 from schemas.tables import Tenant
 
 app = typer.Typer(
@@ -307,6 +312,36 @@ def _duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
+async def _create_schedule(tenant_id: uuid.UUID, project_id: uuid.UUID, every_s: int) -> None:
+    """The project's re-scrape Schedule on Temporal, as `reelflow discover schedule set`
+    makes it."""
+    settings = load_settings()
+    if settings.apify_token is None:
+        raise _Refused(
+            "scheduled scrapes go through Apify: set APIFY_TOKEN, or create the project "
+            "without --every and scrape it from dataset files"
+        )
+    try:
+        client = await connect_temporal(settings)
+    except Exception:  # the SDK raises a plain RuntimeError (with Rust internals) on connect
+        raise _Refused(
+            f"Temporal did not answer at {settings.temporal_address}; is it running "
+            "(`reelflow dev up`), and is TEMPORAL_ADDRESS right?"
+        ) from None
+    try:
+        await scrapes.set_schedule(
+            client,
+            tenant_id=tenant_id,
+            project_id=project_id,
+            every=timedelta(seconds=every_s),
+            task_queue=TaskQueues.for_prefix(settings.task_queue_prefix).workflows,
+        )
+    except DomainError as exc:
+        raise _Refused(exc.message) from None
+    except RPCError as exc:
+        raise _Refused(f"Temporal refused the schedule: {exc.message}") from None
+
+
 @project_app.command("create")
 def project_create(
     name: str,
@@ -345,7 +380,12 @@ def project_create(
         body = ProjectCreate(
             name=name, accounts=refs, product_ids=product_ids, schedule_interval_s=interval
         )
-        return await catalog.create_project(session, tenant_id, body)
+        project = await catalog.create_project(session, tenant_id, body)
+        if interval is not None:
+            # Inside the transaction: when Temporal does not take the Schedule, the project
+            # is not created either, and the command can simply be run again.
+            await _create_schedule(tenant_id, project.project_id, interval)
+        return project
 
     project = _run(tenant, create)
     if as_json:

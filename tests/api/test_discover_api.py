@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest_asyncio
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -17,6 +18,7 @@ from api.routers import discover
 from reelflow.core.db import session_factory
 from reelflow.core.settings import Settings
 from reelflow.core.storage import LocalStorage
+from reelflow.discover import scrapes
 from schemas.discover import OutlierTier, Platform
 from tests.api.api_support import BagOfWordsEmbedder, TenantKey, assert_error
 from tests.discover.test_catalog import seed_analysis, seed_post, seed_video
@@ -30,6 +32,8 @@ async def app(
     storage: LocalStorage,
     embedder: BagOfWordsEmbedder,
 ) -> AsyncIterator[FastAPI]:
+    # A token, so projects can be created with a re-scrape Schedule (nothing calls Apify).
+    settings = settings.model_copy(update={"apify_token": SecretStr("apify-test-token")})
     application = create_app(
         settings, engine=api_engine, temporal=temporal, storage=storage, embedder=embedder
     )
@@ -165,7 +169,7 @@ async def test_products_live_under_the_tenants_own_brands(
 
 
 async def test_projects_take_accounts_as_handles_or_profile_urls(
-    api: httpx.AsyncClient, alice: TenantKey, bob: TenantKey
+    api: httpx.AsyncClient, alice: TenantKey, bob: TenantKey, temporal: Client
 ) -> None:
     brand = await _brand(api, alice)
     deck = await _product(api, alice, brand["brand_id"], "Deck")
@@ -191,6 +195,8 @@ async def test_projects_take_accounts_as_handles_or_profile_urls(
     ]
     assert [p["name"] for p in project["products"]] == ["Deck"]
     assert project["schedule_interval_s"] == 86400
+    schedule = await scrapes.describe_schedule(temporal, uuid.UUID(project["project_id"]))
+    assert schedule is not None and schedule.every_s == 86400
     assert project["outlier_settings"]["min_posts"] == 3
 
     assert_error(
@@ -243,18 +249,49 @@ async def test_projects_take_accounts_as_handles_or_profile_urls(
             "remove_accounts": [{"platform": "tiktok", "handle": "@tiny_chef"}],
             "add_accounts": [{"handle": "https://www.tiktok.com/@other_one"}],
             "remove_product_ids": [deck["product_id"]],
-            "schedule_paused": True,
         },
         headers=alice.headers,
     )
     assert updated.status_code == 200, updated.text
     body = updated.json()
     assert [a["handle"] for a in body["accounts"]] == ["nursery.makeover", "other_one"]
-    assert body["products"] == [] and body["schedule_paused"] is True
+    assert body["products"] == [] and body["schedule_interval_s"] == 86400
+    moved = await api.patch(path, json={"schedule_paused": True}, headers=alice.headers)
+    assert "/schedule" in assert_error(moved, 422, "invalid_request")["message"]
     listed = (await api.get("/v1/projects", headers=alice.headers)).json()
     assert [p["project_id"] for p in listed["items"]] == [project["project_id"]]
     assert (await api.delete(path, headers=alice.headers)).status_code == 204
     assert_error(await api.get(path, headers=alice.headers), 404, "not_found")
+    # The Schedule went with the project: nothing keeps scraping for it.
+    assert await scrapes.describe_schedule(temporal, uuid.UUID(project["project_id"])) is None
+
+
+async def test_a_schedule_needs_apify_on_the_deployment(
+    settings: Settings,
+    api_engine: AsyncEngine,
+    temporal: Client,
+    storage: LocalStorage,
+    embedder: BagOfWordsEmbedder,
+    alice: TenantKey,
+) -> None:
+    assert settings.apify_token is None
+    application = create_app(
+        settings, engine=api_engine, temporal=temporal, storage=storage, embedder=embedder
+    )
+    if not any(getattr(r, "path", "") == "/v1/brands" for r in application.routes):
+        application.include_router(discover.router)
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application), base_url="http://api.test:8080"
+        ) as api,
+    ):
+        body = {"name": "Scheduled", "schedule": "24h"}
+        refused = await api.post("/v1/projects", json=body, headers=alice.headers)
+        assert "APIFY_TOKEN" in assert_error(refused, 422, "provider_unavailable_here")["message"]
+        # Nothing was created: the same project without a schedule is no duplicate.
+        created = await api.post("/v1/projects", json={"name": "Scheduled"}, headers=alice.headers)
+        assert created.status_code == 201, created.text
 
 
 async def test_posts_page_through_without_repeats_and_refuse_foreign_cursors(

@@ -8,11 +8,13 @@ import uuid
 from typing import Any
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
 from reelflow.core.db import create_engine, session_factory
 from reelflow.core.migrate import upgrade_database
 from reelflow.core.tenants import create_tenant
+from reelflow.discover import scrapes
 from reelflow.discover.commands import app
 from schemas.discover import OutlierTier, Platform
 from tests.discover.test_catalog import seed_analysis, seed_post, seed_video
@@ -61,10 +63,24 @@ def _json(result: Result) -> Any:
     return json.loads(result.stdout)
 
 
-def test_brands_products_and_a_project_from_the_command_line(discover: Any) -> None:
-    brand = _json(discover("brand", "create", "Acme", "--description", "Games", "--json"))
+async def test_brands_products_and_a_scheduled_project_from_the_command_line(
+    discover: Any, local_env: WorkflowEnvironment
+) -> None:
+    temporal = local_env.client
+    on_temporal = {
+        "TEMPORAL_ADDRESS": temporal.service_client.config.target_host,
+        "TASK_QUEUE_PREFIX": f"clitest-{uuid.uuid4().hex[:12]}",
+        "APIFY_TOKEN": "apify-test-token",
+    }
+
+    async def run(*args: str) -> Result:
+        # In a thread: the command runs its own event loop, as it does from a shell.
+        result: Result = await asyncio.to_thread(lambda: discover(*args, **on_temporal))
+        return result
+
+    brand = _json(await run("brand", "create", "Acme", "--description", "Games", "--json"))
     deck = _json(
-        discover(
+        await run(
             "product",
             "create",
             "Core Deck",
@@ -82,7 +98,7 @@ def test_brands_products_and_a_project_from_the_command_line(discover: Any) -> N
     assert deck["brand_id"] == brand["brand_id"]
     assert deck["benefits"] == ["less screen time", "family fun"]
 
-    created = discover(
+    created = await run(
         "project",
         "create",
         "Toddlers",
@@ -99,16 +115,20 @@ def test_brands_products_and_a_project_from_the_command_line(discover: Any) -> N
     assert "@nursery.makeover" in created.stdout and "@tiny_chef" in created.stdout
     assert "every 1d" in created.stdout and "Core Deck" in created.stdout
 
-    shown = _json(discover("project", "show", "Toddlers", "--json"))
+    shown = _json(await run("project", "show", "Toddlers", "--json"))
     assert [a["handle"] for a in shown["accounts"]] == ["nursery.makeover", "tiny_chef"]
     assert shown["schedule_interval_s"] == 86400
 
-    listing = discover("project", "list")
+    listing = await run("project", "list")
     assert listing.exit_code == 0 and "Toddlers" in listing.stdout
-    brands = discover("brand", "list")
+    brands = await run("brand", "list")
     assert "Acme" in brands.stdout and "Games" in brands.stdout
-    products = discover("product", "list", "--brand", brand["brand_id"])
+    products = await run("product", "list", "--brand", brand["brand_id"])
     assert "Core Deck" in products.stdout and "less screen time" in products.stdout
+
+    schedule = await scrapes.describe_schedule(temporal, uuid.UUID(shown["project_id"]))
+    assert schedule is not None and schedule.every_s == 86400
+    await scrapes.delete_schedule(temporal, uuid.UUID(shown["project_id"]))
 
 
 @pytest.mark.parametrize(
@@ -140,6 +160,12 @@ def test_refusals_are_one_readable_line_and_exit_1(
     assert result.exit_code == 1, result.output
     assert says in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_schedule_needs_apify_and_then_nothing_is_created(discover: Any) -> None:
+    refused = discover("project", "create", "P", "--every", "24h", APIFY_TOKEN="")
+    assert refused.exit_code == 1 and "set APIFY_TOKEN" in refused.stderr
+    assert discover("project", "create", "P").exit_code == 0
 
 
 def test_duplicates_and_unknown_tenants_are_refused(discover: Any) -> None:
@@ -214,3 +240,19 @@ def test_posts_and_the_comparison_view(discover: Any, migrated_url: str, tenant:
     # The post the video came from names it as well.
     by_post = _json(discover("compare", "--video", str(post_id), "--project", "P", "--json"))
     assert by_post["recommended_product_id"] == ids["Core Deck"]
+
+
+def test_a_schedule_temporal_does_not_take_leaves_no_project(discover: Any) -> None:
+    unreachable = discover(
+        "project",
+        "create",
+        "P",
+        "--every",
+        "24h",
+        APIFY_TOKEN="apify-test-token",
+        TEMPORAL_ADDRESS="127.0.0.1:1",
+    )
+    assert unreachable.exit_code == 1, unreachable.output
+    assert "Temporal did not answer at 127.0.0.1:1" in unreachable.stderr
+    assert "Traceback" not in unreachable.output
+    assert discover("project", "create", "P").exit_code == 0

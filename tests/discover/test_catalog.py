@@ -446,8 +446,6 @@ async def test_project_updates_add_and_remove_accounts_products_and_settings(
                 "add_product_ids": [str(travel.product_id)],
                 "remove_product_ids": [str(deck.product_id)],
                 "outlier_settings": {"window_days": 14},
-                "schedule_interval_s": None,
-                "schedule_paused": True,
             }
         ),
     )
@@ -455,7 +453,11 @@ async def test_project_updates_add_and_remove_accounts_products_and_settings(
     assert [(a.platform, a.handle) for a in updated.accounts] == [(Platform.TIKTOK, "bee")]
     assert [p.name for p in updated.products] == ["Travel"]
     assert updated.outlier_settings.window_days == 14
-    assert updated.schedule_interval_s is None and updated.schedule_paused
+    # The schedule has its own routes, which keep the Temporal Schedule in step.
+    assert updated.schedule_interval_s == 7200
+    for field, value in (("schedule_interval_s", None), ("schedule", "1d")):
+        with pytest.raises(ValidationError, match=r"PUT /v1/projects/\{id\}/schedule"):
+            ProjectUpdate.model_validate({field: value})
 
     # Fields not sent stay as they are.
     unchanged = await catalog.update_project(
