@@ -26,15 +26,15 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from fpdf import FPDF
-from fpdf.enums import MethodReturnValue
-from fpdf.fonts import TTFFont
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.discover import ScriptContent, ScriptStatus
 from schemas.discover_tables import Script
+
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 JSON_FORMAT: Literal["reelflow.script/1"] = "reelflow.script/1"
 
@@ -277,24 +277,33 @@ _MAX_ROW_MM = 110.0
 fpdf2 cannot split a table row across pages, and refuses a row taller than one."""
 
 
-class _ScriptPdf(FPDF):
-    """A4 portrait with a footer naming the script and the page."""
+def _new_pdf() -> FPDF:
+    """An A4 portrait document with a footer naming the script and the page.
 
-    footer_text = ""
+    fpdf2 is imported here, not with the module: it takes the API a second to load, and
+    only PDF exports need it.
+    """
+    from fpdf import FPDF
 
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.set_font(size=8)
-        self.set_text_color(110)
-        self.cell(0, 6, f"{self.footer_text}   ·   page {self.page_no()}/{{nb}}", align="C")
-        self.set_text_color(0)
+    class ScriptPdf(FPDF):
+        def footer(self) -> None:
+            self.set_y(-12)
+            self.set_font(size=8)
+            self.set_text_color(110)
+            text = getattr(self, "footer_text", "")
+            self.cell(0, 6, f"{text}   ·   page {self.page_no()}/{{nb}}", align="C")
+            self.set_text_color(0)
+
+    return ScriptPdf(orientation="portrait", unit="mm", format="A4")
 
 
 class _Typesetter:
     """Writes text in whichever font the PDF has, replacing what the font cannot show."""
 
     def __init__(self, font: tuple[Path, Path | None] | None) -> None:
-        self.pdf = _ScriptPdf(orientation="portrait", unit="mm", format="A4")
+        from fpdf.fonts import TTFFont
+
+        self.pdf = _new_pdf()
         self.pdf.set_auto_page_break(auto=True, margin=16)
         self.pdf.set_margins(15, 15, 15)
         self.unicode = font is not None
@@ -358,7 +367,7 @@ class _Typesetter:
                 _LINE_HEIGHT,
                 self.text(value) or " ",
                 dry_run=True,
-                output=MethodReturnValue.LINES,
+                output="LINES",
             )
             lines = max(lines, len(wrapped))
         self.pdf.set_font(self.family, "", 10)
@@ -396,7 +405,7 @@ def to_pdf(
     content = doc.content
     setter = _Typesetter(find_unicode_font() if font == "auto" else font)
     pdf = setter.pdf
-    pdf.footer_text = setter.text(f"{doc.title} — v{doc.version}")
+    pdf.footer_text = setter.text(f"{doc.title} — v{doc.version}")  # type: ignore[attr-defined]
     pdf.set_title(setter.text(doc.title))
     pdf.set_creator("reelflow")
     pdf.add_page()
