@@ -158,6 +158,8 @@ class ScoringSummary:
     outliers: int
     by_tier: dict[str, int] = field(default_factory=dict)
     no_score: dict[str, int] = field(default_factory=dict)
+    changed: int = 0
+    """Posts whose stored result was new or different, so were rewritten."""
 
 
 _SCORES_TABLE = "discover_post_scores"
@@ -186,12 +188,13 @@ class _Tally:
             if result.tier is not None:
                 self.by_tier[result.tier.value] += 1
 
-    def summary(self) -> ScoringSummary:
+    def summary(self, changed: int = 0) -> ScoringSummary:
         return ScoringSummary(
             scored=self.scored,
             outliers=sum(self.by_tier.values()),
             by_tier=dict(self.by_tier),
             no_score=dict(self.no_score),
+            changed=changed,
         )
 
 
@@ -286,7 +289,7 @@ async def score_accounts(
     # new row version plus an entry in each of its indexes (the tier is indexed, so the
     # update cannot be HOT), the dominant cost of a first scoring and needless bloat on
     # every rescoring after a scrape, where most old posts keep their result.
-    await pg.execute(
+    updated = await pg.execute(
         f"UPDATE posts SET outlier_score = s.score, outlier_z = s.z, outlier_tier = s.tier,"
         f" no_score_reason = s.reason, scored_at = %s"
         f" FROM {_SCORES_TABLE} AS s WHERE posts.id = s.id AND posts.tenant_id = %s"
@@ -296,4 +299,4 @@ async def score_accounts(
         (now, tenant_id),
     )
     await pg.execute(f"TRUNCATE {_SCORES_TABLE}")
-    return tally.summary()
+    return tally.summary(changed=updated.rowcount)

@@ -268,6 +268,7 @@ async def test_score_accounts_writes_scores_of_the_given_accounts_only(engine: A
     assert summary.outliers == 1
     assert summary.by_tier == {"5x": 1}
     assert summary.no_score == {"too_few_posts": 3, "not_a_video": 1, "too_recent": 1}
+    assert summary.changed == len(plan)
 
     async with sessions() as session:
         stored = {p.id: p for p in (await session.scalars(select(Post))).all()}
@@ -302,6 +303,7 @@ async def test_score_accounts_writes_scores_of_the_given_accounts_only(engine: A
     # A day later the fresh post is old enough: 90 000 ÷ median(900…5200) = 90×.
     assert first.no_score == {"too_few_posts": 3, "not_a_video": 1}
     assert first.by_tier == {"5x": 1, "10x": 1}
+    assert first.changed == 1  # only the post that came of age
     assert second.no_score == {"too_few_posts": 1}
     async with sessions() as session:
         refreshed = await session.get(Post, foreign_id)
