@@ -14,6 +14,7 @@ file; the query does not).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -71,9 +72,10 @@ def _best_per_post(posts: Sequence[ScrapedPost]) -> list[ScrapedPost]:
     return [best[key] for key in sorted(best)]
 
 
-# One statement per table per batch, rows passed as arrays and expanded by `unnest`: the SQL
-# text is the same whatever the batch size, so psycopg and PostgreSQL parse it once, and no
-# batch comes near the 65535-parameter limit of a multi-row VALUES.
+# One statement per table per batch, its rows passed as one parameter (arrays expanded by
+# `unnest`, or a JSON document by `json_to_recordset`, which psycopg sends without escaping
+# each element in Python): the SQL text is the same whatever the batch size, so psycopg and
+# PostgreSQL parse it once, and no batch nears the 65535-parameter limit of a multi-row VALUES.
 # An account met again is written only when this batch changes it: every batch of a scrape
 # names the same accounts with the same followers and time, and rewriting them each time
 # would cost a row version per account per batch. The ones left alone are read instead (the
@@ -82,14 +84,14 @@ _UPSERT_ACCOUNTS = text(
     """
     WITH input AS (
         SELECT * FROM unnest(
-            CAST(:ids AS uuid[]), CAST(:platforms AS text[]), CAST(:handles AS text[]),
-            CAST(:followers AS bigint[])
-        ) AS r(id, platform, handle, followers)
+            CAST(:platforms AS text[]), CAST(:handles AS text[]), CAST(:followers AS bigint[])
+        ) AS r(platform, handle, followers)
     ), written AS (
         INSERT INTO watched_accounts AS a (
             id, tenant_id, platform, handle, followers, last_scraped_at
         )
-        SELECT i.id, :tenant_id, i.platform, i.handle, i.followers, :recorded_at FROM input i
+        SELECT gen_random_uuid(), :tenant_id, i.platform, i.handle, i.followers, :recorded_at
+        FROM input i
         ON CONFLICT (tenant_id, platform, handle) DO UPDATE SET
             followers = COALESCE(excluded.followers, a.followers),
             last_scraped_at = GREATEST(excluded.last_scraped_at, a.last_scraped_at)
@@ -121,18 +123,15 @@ _UPSERT_POSTS = text(
         id, tenant_id, account_id, platform, platform_post_id, url, video_url, caption,
         posted_at, duration_s, is_video, views, likes, comments, shares, saves, first_scrape_id
     )
-    SELECT r.id, :tenant_id, r.account_id, r.platform, r.platform_post_id, r.url,
+    SELECT gen_random_uuid(), :tenant_id, r.account_id, r.platform, r.platform_post_id, r.url,
         r.video_url, r.caption, r.posted_at, r.duration_s, r.is_video, r.views, r.likes,
         r.comments, r.shares, r.saves, :scrape_id
-    FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:account_ids AS uuid[]), CAST(:platforms AS text[]),
-        CAST(:post_ids AS text[]), CAST(:urls AS text[]), CAST(:video_urls AS text[]),
-        CAST(:captions AS text[]), CAST(:posted_ats AS timestamptz[]),
-        CAST(:durations AS float8[]), CAST(:is_videos AS boolean[]),
-        CAST(:views AS bigint[]), CAST(:likes AS bigint[]), CAST(:comments AS bigint[]),
-        CAST(:shares AS bigint[]), CAST(:saves AS bigint[])
-    ) AS r(id, account_id, platform, platform_post_id, url, video_url, caption, posted_at,
-           duration_s, is_video, views, likes, comments, shares, saves)
+    FROM json_to_recordset(CAST(:rows AS json)) AS r(
+        account_id uuid, platform text, platform_post_id text, url text,
+        video_url text, caption text, posted_at timestamptz, duration_s float8,
+        is_video boolean, views bigint, likes bigint, comments bigint, shares bigint,
+        saves bigint
+    )
     ON CONFLICT (tenant_id, platform, platform_post_id) DO UPDATE SET
         account_id = excluded.account_id,
         url = COALESCE(excluded.url, p.url),
@@ -158,11 +157,10 @@ _UPSERT_SNAPSHOTS = text(
     )
     SELECT r.post_id, :scrape_id, :recorded_at, r.views, r.likes, r.comments, r.shares,
         r.saves, r.followers
-    FROM unnest(
-        CAST(:post_ids AS uuid[]), CAST(:views AS bigint[]), CAST(:likes AS bigint[]),
-        CAST(:comments AS bigint[]), CAST(:shares AS bigint[]), CAST(:saves AS bigint[]),
-        CAST(:followers AS bigint[])
-    ) AS r(post_id, views, likes, comments, shares, saves, followers)
+    FROM json_to_recordset(CAST(:rows AS json)) AS r(
+        post_id uuid, views bigint, likes bigint, comments bigint, shares bigint,
+        saves bigint, followers bigint
+    )
     ON CONFLICT (post_id, scrape_id) DO UPDATE SET
         recorded_at = excluded.recorded_at,
         views = COALESCE(excluded.views, s.views),
@@ -173,6 +171,42 @@ _UPSERT_SNAPSHOTS = text(
         followers = COALESCE(excluded.followers, s.followers)
     """
 )
+
+
+def _storable(value: str | None) -> str | None:
+    """Text PostgreSQL accepts: no NUL character, no lone UTF-16 surrogate (a JSON file can
+    carry both as escapes; either would fail the whole batch)."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _posts_json(posts: Sequence[ScrapedPost], account_ids: dict[tuple[str, str], uuid.UUID]) -> str:
+    return json.dumps(
+        [
+            {
+                "account_id": str(account_ids[(post.platform.value, post.account)]),
+                "platform": post.platform.value,
+                "platform_post_id": _storable(post.post_id),
+                "url": _storable(post.url),
+                "video_url": _storable(post.video_url),
+                "caption": _storable(post.caption),
+                "posted_at": post.posted_at.isoformat() if post.posted_at else None,
+                "duration_s": post.duration_s,
+                "is_video": post.is_video,
+                "views": post.views,
+                "likes": post.likes,
+                "comments": post.comments,
+                "shares": post.shares,
+                "saves": post.saves,
+            }
+            for post in posts
+        ]
+    )
 
 
 async def upsert_posts(
@@ -202,33 +236,30 @@ async def upsert_posts(
         {
             "tenant_id": tenant_id,
             "scrape_id": scrape_id,
-            "ids": [uuid.uuid4() for _ in unique],
-            "account_ids": [account_ids[(p.platform.value, p.account)] for p in unique],
-            "platforms": [p.platform.value for p in unique],
-            "post_ids": [p.post_id for p in unique],
-            "urls": [p.url for p in unique],
-            "video_urls": [p.video_url for p in unique],
-            "captions": [p.caption for p in unique],
-            "posted_ats": [p.posted_at for p in unique],
-            "durations": [p.duration_s for p in unique],
-            "is_videos": [p.is_video for p in unique],
-            **{name: [getattr(p, name) for p in unique] for name in _COUNTS},
+            "rows": _posts_json(unique, account_ids),
         },
     )
-    post_ids: dict[tuple[str, str], uuid.UUID] = {}
+    post_ids: dict[tuple[str, str | None], uuid.UUID] = {}
     new_ids: list[uuid.UUID] = []
     for post_id, platform, platform_post_id, inserted in returned.all():
         post_ids[(platform, platform_post_id)] = post_id
         if inserted:
             new_ids.append(post_id)
+    snapshots = [
+        {
+            "post_id": str(post_ids[(post.platform.value, _storable(post.post_id))]),
+            "views": post.views,
+            "likes": post.likes,
+            "comments": post.comments,
+            "shares": post.shares,
+            "saves": post.saves,
+            "followers": post.followers,
+        }
+        for post in unique
+    ]
     await session.execute(
         _UPSERT_SNAPSHOTS,
-        {
-            "scrape_id": scrape_id,
-            "recorded_at": recorded_at,
-            "post_ids": [post_ids[_key(p)] for p in unique],
-            **{name: [getattr(p, name) for p in unique] for name in (*_COUNTS, "followers")},
-        },
+        {"scrape_id": scrape_id, "recorded_at": recorded_at, "rows": json.dumps(snapshots)},
     )
     return UpsertResult(
         seen=len(unique),
@@ -256,7 +287,6 @@ async def _upsert_accounts(
         {
             "tenant_id": tenant_id,
             "recorded_at": recorded_at,
-            "ids": [uuid.uuid4() for _ in ordered],
             "platforms": [platform for (platform, _), _ in ordered],
             "handles": [handle for (_, handle), _ in ordered],
             "followers": [count for _, count in ordered],

@@ -352,3 +352,19 @@ async def test_a_truncated_json_file_imports_nothing(world: World, tmp_path: Pat
     assert caught.value.code is FailureCode.INVALID_DATASET
     assert "record 3" in caught.value.message
     assert await world.posts() == {}
+
+
+async def test_text_postgres_cannot_hold_is_cleaned_not_a_failed_batch(world: World) -> None:
+    scrape = await world.scrape()
+    # Both arrive as JSON escapes ("\u0000", a lone "\ud800") in real exports.
+    post = tiktok("nul", views=1).model_copy(update={"caption": "a\x00b\ud800c é"})
+    async with world.sessions.begin() as session:
+        result = await upsert_posts(
+            session,
+            tenant_id=world.tenant_id,
+            scrape_id=scrape,
+            posts=[post, tiktok("plain", views=2)],
+            recorded_at=T0,
+        )
+    assert result.new == 2
+    assert (await world.posts())["nul"].caption == "ab?c é"
