@@ -40,6 +40,9 @@ MAX_TITLE_CHARS = scripts.MAX_TITLE_CHARS
 MAX_TEXT_CHARS = scripts.MAX_TEXT_CHARS
 
 
+# --- request and response bodies -----------------------------------------------------------
+
+
 def _checked_content(content: ScriptContent | None) -> ScriptContent | None:
     if content is not None and (problem := scripts.content_problem(content)) is not None:
         raise ValueError(f"content.{problem}")

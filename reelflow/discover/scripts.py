@@ -498,8 +498,11 @@ async def new_version(
         ScriptObjectNotFound: the script does not exist for this tenant.
         InvalidScript: empty notes, or an empty or too long title.
     """
-    if not notes.strip():
+    clean_notes = _check_notes(notes)
+    if clean_notes is None:
         raise InvalidScript("notes must say what this version changes")
+    body = None if content is None else _check_content(content)
+    clean_title = None if title is None else _clean_title(title)
     parent = await get_script(session, tenant_id=tenant_id, script_id=script_id)
     root_id = await _chain_root_id(session, tenant_id, script_id)
     # Serialises version numbering within the chain (see the module docstring).
@@ -520,9 +523,9 @@ async def new_version(
             source_video_id=parent.source_video_id,
             parent_script_id=parent.id,
             version=int(highest or parent.version) + 1,
-            title=_clean_title(title) if title is not None else parent.title,
-            content=(dict(parent.content) if content is None else content.model_dump(mode="json")),
-            notes=notes.strip(),
+            title=clean_title or parent.title,
+            content=dict(parent.content) if body is None else body,
+            notes=clean_notes,
             status=ScriptStatus.DRAFT.value,
             status_history=[_history_entry(None, ScriptStatus.DRAFT, by, now or datetime.now(UTC))],
             predicted_viral_score=parent.predicted_viral_score,

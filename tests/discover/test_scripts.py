@@ -6,6 +6,7 @@ The world builders at the top are shared with the API and CLI tests of scripts.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -676,3 +677,50 @@ async def test_export_names_are_the_products_and_brands(
     script = await _draft(sessions, alice)
     async with sessions() as session:
         assert await scripts.export_names(session, script) == ("Core Deck", "Ungrind")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (ScriptContent(hook=" "), "hook: must not be empty"),
+        (ScriptContent(hook="nul \x00"), "hook: must not contain the NUL"),
+        (ScriptContent(hook="h", call_to_action="x" * 2_001), "call_to_action: at most 2000"),
+        (
+            ScriptContent(hook="h", scenes=[AdaptedScene(start_s=4, end_s=1, direction="d")]),
+            "scenes.0: end_s must not be before start_s",
+        ),
+        (
+            ScriptContent(
+                hook="h", scenes=[AdaptedScene(start_s=0, end_s=float("inf"), direction="d")]
+            ),
+            "scenes.0: start_s and end_s must be finite",
+        ),
+        (
+            ScriptContent(hook="h", scenes=[AdaptedScene(start_s=0, end_s=1, direction="\ud800")]),
+            "scenes.0.direction: must be valid Unicode",
+        ),
+        (
+            ScriptContent(hook="h", scenes=[AdaptedScene(start_s=0, end_s=1, direction="d")] * 51),
+            "scenes: at most 50",
+        ),
+    ],
+)
+async def test_a_body_the_database_cannot_store_is_refused_before_it_is_written(
+    sessions: SessionFactory, alice: World, content: ScriptContent, problem: str
+) -> None:
+    v1 = await _draft(sessions, alice)
+    async with sessions() as session:
+        with pytest.raises(InvalidScript, match=re.escape(f"content.{problem}")):
+            await scripts.create_script(
+                session, tenant_id=alice.tenant_id, title="t", content=content, by="a"
+            )
+        with pytest.raises(InvalidScript, match=re.escape(f"content.{problem}")):
+            await scripts.new_version(
+                session,
+                tenant_id=alice.tenant_id,
+                script_id=v1.id,
+                content=content,
+                title=None,
+                notes="n",
+                by="a",
+            )
