@@ -74,7 +74,8 @@ class CatalogActivities:
         return IngestPlan(
             source_key=video.source_key,
             source_url=video.source_url,
-            source_ready=video.size_bytes is not None or video.origin != "import",
+            # Imported and scraped videos are fetched by the run itself, from `source_url`.
+            source_ready=video.size_bytes is not None or video.origin not in ("import", "scraped"),
             transcription_provider=settings.transcription_provider,
             embedding_provider=settings.embedding_provider,
             segment_s=settings.transcribe_segment_s,

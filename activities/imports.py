@@ -41,6 +41,7 @@ class ImportActivities:
         self._storage = storage
         self._sessions = sessions
         self._max_bytes = settings.max_upload_bytes
+        self._allowed_hosts = tuple(settings.import_test_allowed_hosts)
         self._scratch = scratch_dir
         self._executor = executor
 
@@ -72,7 +73,12 @@ class ImportActivities:
                 return str(stored["key"]), int(stored["size_bytes"])
             with resumable_workdir(self._scratch / "imports", str(video_id)) as workdir:
                 fetched = download_url(
-                    input.url, workdir, self._max_bytes, resume=resume, keep_partial=True
+                    input.url,
+                    workdir,
+                    self._max_bytes,
+                    resume=resume,
+                    keep_partial=True,
+                    allowed_hosts=self._allowed_hosts,
                 )
                 suffix = PurePosixPath(fetched.filename).suffix.lower()
                 key = f"{base}/source{suffix if suffix in _ALLOWED_SUFFIXES else '.mp4'}"

@@ -297,6 +297,10 @@ class ScriptContent(BaseModel):
 # --- workflow inputs and outputs -----------------------------------------------------------
 
 
+MAX_CARRIED_FAILURES = 100
+"""Failed outliers a scrape keeps with their reasons; the count is always complete."""
+
+
 class DiscoverInput(BaseModel):
     """Start of one scrape run (`DiscoverWorkflow`).
 
@@ -310,6 +314,10 @@ class DiscoverInput(BaseModel):
     scrape_id: uuid.UUID | None = None
     process_after: uuid.UUID | None = None
     """Continue-as-new: outliers are processed in post-id order, after this one."""
+    carried: DiscoverProgress | None = None
+    """Continue-as-new: the counts of the runs before, so the scrape reports its total."""
+    carried_failures: list[OutlierOutcome] = Field(default_factory=list)
+    """Continue-as-new: failed outliers of the runs before (at most `MAX_CARRIED_FAILURES`)."""
 
 
 class DiscoverProgress(BaseModel):

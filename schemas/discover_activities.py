@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from schemas.contracts import (
     DATABASE_DEADLINE,
@@ -87,6 +88,7 @@ START_APIFY_RUN = ActivityContract(
     output=ApifyRunRef,
     pool=Pool.PROVIDERS,
     start_to_close=timedelta(minutes=2),
+    heartbeat=timedelta(seconds=30),
     retry=PROVIDER_RETRY,
 )
 """Start the platform's actor once per scrape: a run recorded on the scrape, or found again
@@ -109,6 +111,7 @@ ABORT_APIFY_RUNS = ActivityContract(
     output=AbortApifyRunsOutput,
     pool=Pool.PROVIDERS,
     start_to_close=timedelta(minutes=1),
+    heartbeat=timedelta(seconds=30),
     retry=retry_policy(initial=timedelta(seconds=2), maximum=timedelta(seconds=10), attempts=3),
 )
 """Best effort on cancel: a run left going costs money but changes nothing of ours."""
@@ -188,3 +191,18 @@ ADAPT_SCRIPT = ActivityContract(
     retry=PROVIDER_RETRY,
 )
 """Adapt an analysis to one product and keep the draft script; once per analysis and product."""
+
+DISCOVER_ACTIVITIES: tuple[ActivityContract[Any, Any], ...] = (
+    BEGIN_SCRAPE,
+    SET_SCRAPE_STATE,
+    START_APIFY_RUN,
+    POLL_APIFY_RUN,
+    ABORT_APIFY_RUNS,
+    IMPORT_POSTS,
+    SCORE_OUTLIERS,
+    NEXT_OUTLIERS,
+    FINISH_SCRAPE,
+    PREPARE_OUTLIER_VIDEO,
+    ANALYZE_VIDEO,
+    ADAPT_SCRIPT,
+)

@@ -28,6 +28,12 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities._errors import FailureTranslationInterceptor
 from activities.catalog import CatalogActivities
+from activities.discover import (
+    AdaptationActivities,
+    AnalysisActivities,
+    ApifyActivities,
+    DiscoverCatalogActivities,
+)
 from activities.generation import (
     GenerationCatalogActivities,
     GenerationMediaActivities,
@@ -41,11 +47,15 @@ from reelflow.core.db import create_engine, session_factory
 from reelflow.core.settings import Settings
 from reelflow.core.storage import Storage, build_storage
 from reelflow.core.temporal_client import connect_temporal
+from reelflow.discover.adapters import ScriptAdapter, build_adapter
+from reelflow.discover.analyzers import VideoAnalyzer, build_analyzer
+from reelflow.discover.apify_source import ApifySource
 from reelflow.generation.routing import ProviderRegistry, build_provider_registry
 from reelflow.ingest.transcription import Transcriber, build_transcriber
 from reelflow.search.embedding import Embedder, build_embedder
 from schemas.queues import POOLS, TaskQueues
 from workers.versioning import deployment_config
+from workflows.discover import DiscoverWorkflow, ProcessOutlierWorkflow
 from workflows.generation import GenerationWorkflow
 from workflows.ingest import IngestWorkflow
 
@@ -79,6 +89,8 @@ class WorkerDependencies:
     io_executor: ThreadPoolExecutor
     video_providers: ProviderRegistry | None = None
     """Video generation providers; None builds them from the settings (tests inject some)."""
+    discover: DiscoverClients | None = None
+    """Apify, the analyzer and the adapter; None builds them from the settings."""
     host_id: str = field(default="")
     """Names this host's own queue: stable across restarts, distinct for each disk that
     holds local renderer jobs."""
@@ -113,6 +125,42 @@ class WorkerDependencies:
         await self.engine.dispose()
 
 
+class DiscoverClients:
+    """The discover pipeline's clients, each built once, on first use.
+
+    The analyzer and the adapter may load a provider SDK; building them lazily keeps a
+    worker that never analyzes from paying for the import.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        apify: ApifySource | None = None,
+        analyzer: VideoAnalyzer | None = None,
+        adapter: ScriptAdapter | None = None,
+    ) -> None:
+        self._settings = settings
+        token = settings.apify_token
+        self.apify = apify or (
+            ApifySource(token.get_secret_value(), base_url=settings.apify_base_url)
+            if token is not None
+            else None
+        )
+        self._analyzer = analyzer
+        self._adapter = adapter
+
+    def analyzer(self) -> VideoAnalyzer:
+        if self._analyzer is None:
+            self._analyzer = build_analyzer(self._settings)
+        return self._analyzer
+
+    def adapter(self) -> ScriptAdapter:
+        if self._adapter is None:
+            self._adapter = build_adapter(self._settings)
+        return self._adapter
+
+
 @dataclass(frozen=True)
 class QueueActivities:
     """The activities one task queue serves in this process, and how many at once."""
@@ -139,7 +187,12 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
             Worker(
                 client,
                 task_queue=TaskQueues.for_prefix(deps.settings.task_queue_prefix).workflows,
-                workflows=[IngestWorkflow, GenerationWorkflow],
+                workflows=[
+                    IngestWorkflow,
+                    GenerationWorkflow,
+                    DiscoverWorkflow,
+                    ProcessOutlierWorkflow,
+                ],
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 deployment_config=versioning,
             )
@@ -217,6 +270,46 @@ def activities_by_queue(deps: WorkerDependencies, pools: Sequence[str]) -> list[
         )
         return transcription, indexing
 
+    discover = deps.discover or DiscoverClients(settings)
+
+    def discover_provider_activities() -> list[Callable[..., Any]]:
+        catalog = DiscoverCatalogActivities(
+            sessions=sessions,
+            settings=settings,
+            storage=deps.storage,
+            executor=deps.io_executor,
+            apify=discover.apify,
+            scratch_dir=deps.scratch_dir / "discover",
+        )
+        apify = ApifyActivities(
+            sessions=sessions, settings=settings, apify=discover.apify, executor=deps.io_executor
+        )
+        # Gemini analyzes over the network: the same activity on the I/O pool.
+        analysis = AnalysisActivities(
+            sessions=sessions,
+            storage=deps.storage,
+            analyzer=discover.analyzer,
+            scratch_dir=deps.scratch_dir / "discover",
+            executor=deps.io_executor,
+        )
+        adaptation = AdaptationActivities(
+            sessions=sessions, adapter=discover.adapter, executor=deps.io_executor
+        )
+        return [
+            catalog.begin_scrape,
+            catalog.set_scrape_state,
+            catalog.import_posts,
+            catalog.score_outliers,
+            catalog.next_outliers,
+            catalog.finish_scrape,
+            catalog.prepare_outlier_video,
+            apify.start_apify_run,
+            apify.poll_apify_run,
+            apify.abort_apify_runs,
+            analysis.analyze_video,
+            adaptation.adapt_script,
+        ]
+
     served: list[QueueActivities] = []
     activities: list[Callable[..., Any]]
     if "media" in pools:
@@ -254,6 +347,15 @@ def activities_by_queue(deps: WorkerDependencies, pools: Sequence[str]) -> list[
             local_jobs.submit_generation_job,
         ]
         activities += host_bound
+        activities.append(
+            AnalysisActivities(
+                sessions=sessions,
+                storage=deps.storage,
+                analyzer=discover.analyzer,
+                scratch_dir=deps.scratch_dir / "discover",
+                executor=deps.media_executor,
+            ).analyze_video
+        )
         served.append(QueueActivities(queues.media, activities, settings.media_concurrency))
         served.append(QueueActivities(host_queue, host_bound, settings.media_concurrency))
     if "providers" in pools:
@@ -285,6 +387,7 @@ def activities_by_queue(deps: WorkerDependencies, pools: Sequence[str]) -> list[
             remote_jobs.download_generation_output,
             remote_jobs.cancel_generation_job,
         ]
+        activities += discover_provider_activities()
         served.append(QueueActivities(queues.providers, activities, settings.provider_concurrency))
     return served
 

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from schemas import search_attributes as sa
     from schemas.contracts import Pool
     from schemas.discover import (
+        MAX_CARRIED_FAILURES,
         AbortApifyRunsInput,
         AdaptScriptInput,
         AnalyzeVideoInput,
@@ -103,6 +104,9 @@ class DiscoverWorkflow:
     @workflow.run
     async def run(self, input: DiscoverInput) -> DiscoverOutcome:
         self._input = input
+        if input.carried is not None:
+            self._progress = input.carried.model_copy()
+        self._failures = list(input.carried_failures)
         info = workflow.info()
         plan = await call(
             BEGIN_SCRAPE,
@@ -174,6 +178,8 @@ class DiscoverWorkflow:
                     project_id=input.project_id,
                     scrape_id=plan.scrape_id,
                     process_after=after,
+                    carried=self._progress,
+                    carried_failures=self._failures[:MAX_CARRIED_FAILURES],
                 )
             )
         return await self._finish(plan, ScrapeStatus.COMPLETED, None, None)
@@ -255,7 +261,8 @@ class DiscoverWorkflow:
                 self._progress.processed += 1
                 self._add_cost(outcome.cost_usd)
                 if outcome.error_code is not None:
-                    self._failures.append(outcome)
+                    if len(self._failures) < MAX_CARRIED_FAILURES:
+                        self._failures.append(outcome)
                     self._progress.failed_outliers += 1
 
             await asyncio.gather(*(one(post_id) for post_id in batch.post_ids))

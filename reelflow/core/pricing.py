@@ -32,6 +32,9 @@ _PRICES: tuple[Price, ...] = (
     # seed 004: Claude Haiku $1 / $5 per 1M tokens (the current Haiku; 3.5 is retired)
     Price("anthropic", "chat_input", "claude-haiku-4-5", "token", Decimal("0.000001")),
     Price("anthropic", "chat_output", "claude-haiku-4-5", "token", Decimal("0.000005")),
+    # OpenAI's list price for gpt-4o-mini: $0.15 / $0.60 per 1M tokens (the adapter default).
+    Price("openai", "chat_input", "gpt-4o-mini", "token", Decimal("0.00000015")),
+    Price("openai", "chat_output", "gpt-4o-mini", "token", Decimal("0.0000006")),
     # Gemini 2.5 Flash: $0.30 per 1M input tokens (text, image, video; audio not verified)
     # and $2.50 per 1M output tokens, thinking tokens included (research notes, section 4).
     # Video analysis bills the uploaded video's tokens as input.

@@ -15,6 +15,7 @@ from reelflow.core.db import create_engine
 from reelflow.core.settings import Settings
 from reelflow.core.storage import LocalStorage
 from schemas.contracts import ActivityContract
+from schemas.discover_activities import DISCOVER_ACTIVITIES
 from schemas.failures import NON_RETRYABLE_ERROR_TYPES
 from schemas.generation_activities import GENERATION_ACTIVITIES
 from schemas.ingest_activities import INGEST_ACTIVITIES
@@ -22,7 +23,9 @@ from schemas.queues import POOLS, TaskQueues
 from tests.api.api_support import BagOfWordsEmbedder
 from workers.pools import WorkerDependencies, activities_by_queue
 
-CONTRACTS: tuple[ActivityContract[Any, Any], ...] = INGEST_ACTIVITIES + GENERATION_ACTIVITIES
+CONTRACTS: tuple[ActivityContract[Any, Any], ...] = (
+    INGEST_ACTIVITIES + GENERATION_ACTIVITIES + DISCOVER_ACTIVITIES
+)
 
 
 class NoTranscriber:

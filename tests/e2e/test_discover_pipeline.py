@@ -1,0 +1,305 @@
+"""The discover pipeline end to end: a dataset file → posts → outliers → downloaded, ingested,
+analyzed (offline) and adapted into draft scripts, on real workers, Postgres, ffmpeg and
+Whisper. The videos are served by a local HTTP server the test allowlist lets imports reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.testing import WorkflowEnvironment
+
+from reelflow.core.db import SessionFactory, create_engine, session_factory
+from reelflow.core.settings import Settings
+from reelflow.core.storage import LocalStorage
+from reelflow.core.tenants import create_tenant
+from reelflow.dev.discover_sample import OUTLIERS, sample_export
+from reelflow.dev.samples import make_speech_video
+from reelflow.discover import scrapes
+from schemas.discover import DiscoverOutcome, ScrapeSource, ScrapeStatus, VideoAnalysis
+from schemas.discover_tables import (
+    Adaptation,
+    Analysis,
+    Brand,
+    Post,
+    PostSnapshot,
+    Product,
+    Project,
+    ProjectAccount,
+    ProjectProduct,
+    Scrape,
+    Script,
+    WatchedAccount,
+)
+from schemas.queues import POOLS, TaskQueues
+from schemas.tables import TranscriptSegment, Video
+from tests.e2e.conftest import pipeline_settings
+from workers.pools import WorkerDependencies, build_workers
+from workflows.discover import DiscoverWorkflow
+
+
+@dataclass
+class Discover:
+    settings: Settings
+    sessions: SessionFactory
+    env: WorkflowEnvironment
+    tenant_id: uuid.UUID
+    project_id: uuid.UUID
+    video_base: str
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def video_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The outliers' videos over HTTP on 127.0.0.1; other paths are 404 (deleted posts)."""
+    root = tmp_path_factory.mktemp("served")
+    for outlier in OUTLIERS:
+        make_speech_video(root / f"{outlier.clip}.mp4", outlier.sentences, width=320, height=180)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a: _Quiet(*a, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def discover(
+    migrated_url: str,
+    local_env: WorkflowEnvironment,
+    tmp_path_factory: pytest.TempPathFactory,
+    video_server: str,
+) -> AsyncIterator[Discover]:
+    settings = pipeline_settings(
+        migrated_url,
+        tmp_path_factory.mktemp("home"),
+        import_test_allowed_hosts=["127.0.0.1"],
+        discover_max_parallel_outliers=2,
+    )
+    engine = create_engine(migrated_url, pool_size=4)
+    sessions = session_factory(engine)
+    async with sessions.begin() as session:
+        tenant = await create_tenant(session, name="discover-e2e")
+        tenant_id = uuid.UUID(str(tenant.tenant_id))
+        project_id = await _project(session, tenant_id)
+    try:
+        yield Discover(settings, sessions, local_env, tenant_id, project_id, video_server)
+    finally:
+        await engine.dispose()
+
+
+async def _project(session: AsyncSession, tenant_id: uuid.UUID) -> uuid.UUID:
+    brand = Brand(id=uuid.uuid4(), tenant_id=tenant_id, name="Glow")
+    serum = Product(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        brand_id=brand.id,
+        name="Calm Serum",
+        description="A serum that takes the redness out of tired skin.",
+        audience="women 25-40 with sensitive skin and a morning routine",
+        benefits=["less redness", "makeup sits better", "one drop a day"],
+        tone="warm, honest",
+    )
+    chair = Product(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        brand_id=brand.id,
+        name="Posture Cushion",
+        description="A seat cushion for people who sit all day.",
+        audience="desk workers with back pain",
+        benefits=["straighter back", "no pain after meetings"],
+        tone="practical",
+    )
+    project = Project(id=uuid.uuid4(), tenant_id=tenant_id, name="Winning formats")
+    session.add_all([brand, serum, chair, project])
+    await session.flush()
+    for platform, handle in (("instagram", "glowlab.demo"), ("tiktok", "deskfit.demo")):
+        account = WatchedAccount(
+            id=uuid.uuid4(), tenant_id=tenant_id, platform=platform, handle=handle
+        )
+        session.add(account)
+        await session.flush()
+        session.add(ProjectAccount(project_id=project.id, account_id=account.id))
+    session.add_all(
+        [
+            ProjectProduct(project_id=project.id, product_id=serum.id),
+            ProjectProduct(project_id=project.id, product_id=chair.id),
+        ]
+    )
+    return project.id
+
+
+@asynccontextmanager
+async def running_workers(discover: Discover) -> AsyncIterator[None]:
+    deps = WorkerDependencies.build(discover.settings)
+    workers = build_workers(discover.env.client, deps, POOLS)
+    tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    try:
+        yield
+    finally:
+        await asyncio.gather(*(worker.shutdown() for worker in workers))
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await deps.close()
+
+
+async def scrape_file(discover: Discover, content: str) -> DiscoverOutcome:
+    storage = LocalStorage(Path(discover.settings.resolved_storage_url.removeprefix("file://")))
+    scrape_id = uuid.uuid4()
+    key = f"tenants/{discover.tenant_id}/scrapes/{scrape_id}/dataset.jsonl"
+    storage.put_bytes(key, content.encode())
+    async with discover.sessions.begin() as session:
+        scrape = await scrapes.create_scrape(
+            session,
+            tenant_id=discover.tenant_id,
+            project_id=discover.project_id,
+            source=ScrapeSource.DATASET_FILE,
+            dataset_key=key,
+            dataset_format="jsonl",
+            scrape_id=scrape_id,
+        )
+    workflow_id = await scrapes.start_scrape_run(
+        discover.env.client,
+        scrape=scrape,
+        task_queue=TaskQueues.for_prefix(discover.settings.task_queue_prefix).workflows,
+    )
+    handle = discover.env.client.get_workflow_handle_for(DiscoverWorkflow.run, workflow_id)
+    return await handle.result()
+
+
+async def test_a_dataset_becomes_draft_scripts_for_each_outlier_and_product(
+    discover: Discover,
+) -> None:
+    export = sample_export(discover.video_base, datetime.now(UTC))
+    async with running_workers(discover):
+        outcome = await scrape_file(discover, export)
+        again = await scrape_file(discover, export)
+
+    assert outcome.status == ScrapeStatus.COMPLETED
+    # 16 distinct posts; the repeated row and the private account's error row are reported.
+    assert (outcome.posts_seen, outcome.posts_new) == (16, 16)
+    assert (outcome.outliers, outcome.processed, outcome.failed_outliers) == (2, 2, 0)
+    async with discover.sessions() as session:
+        scrape = await session.get(Scrape, outcome.scrape_id)
+        assert scrape is not None and scrape.status == "completed"
+        reasons = " ".join(error["reason"] for error in scrape.errors)
+        assert "repeated" in reasons and "private" in reasons
+
+        tiers = dict(
+            (
+                await session.execute(
+                    select(Post.platform_post_id, Post.outlier_tier).where(
+                        Post.outlier_tier.is_not(None)
+                    )
+                )
+            ).all()
+        )
+        assert tiers == {outlier.post_id: outlier.tier for outlier in OUTLIERS}
+        recent = await session.scalar(
+            select(Post.no_score_reason).where(Post.platform_post_id == "7400000000000000099")
+        )
+        assert recent == "too_recent"
+
+        for outlier in OUTLIERS:
+            post = await session.scalar(
+                select(Post).where(Post.platform_post_id == outlier.post_id)
+            )
+            assert post is not None and post.video_id is not None
+            assert post.outlier_score == pytest.approx(outlier.ratio, rel=0.01)
+            video = await session.get(Video, post.video_id)
+            assert video is not None and video.origin == "scraped"
+            assert video.status == "completed" and (video.chunk_count or 0) >= 1
+            analysis_row = await session.scalar(
+                select(Analysis).where(Analysis.video_id == video.id)
+            )
+            assert analysis_row is not None and analysis_row.analyzer == "offline"
+            analysis = VideoAnalysis.model_validate(analysis_row.analysis)
+            # The hook is what the transcript has first; the unmeasurable is listed, not
+            # invented.
+            spoken = " ".join(
+                (
+                    await session.scalars(
+                        select(TranscriptSegment.text)
+                        .where(TranscriptSegment.video_id == video.id)
+                        .order_by(TranscriptSegment.window_index, TranscriptSegment.seq)
+                    )
+                ).all()
+            )
+            assert analysis.hook.text is not None
+            assert " ".join(spoken.split()).startswith(" ".join(analysis.hook.text.split()))
+            assert analysis.scenes and analysis.unfilled
+            adaptations = (
+                await session.scalars(
+                    select(Adaptation).where(Adaptation.analysis_id == analysis_row.id)
+                )
+            ).all()
+            assert len(adaptations) == 2
+
+        drafts = (await session.scalars(select(Script))).all()
+        assert len(drafts) == 4 and {draft.status for draft in drafts} == {"draft"}
+        assert all(draft.adaptation_id is not None for draft in drafts)
+
+        # The second scrape of the same file: nothing new, a second snapshot of each post,
+        # and no outlier processed twice.
+        assert (again.posts_seen, again.posts_new, again.processed) == (16, 0, 0)
+        snapshots = await session.scalar(select(func.count()).select_from(PostSnapshot))
+        assert snapshots == 32
+        assert await session.scalar(select(func.count()).select_from(Script)) == 4
+
+
+async def test_a_private_address_or_a_deleted_post_fails_that_outlier_only(
+    discover: Discover,
+) -> None:
+    now = datetime.now(UTC)
+    rows = []
+    plays = [5000, 5200, 4800, 5100, 60000, 61000, 62000]
+    urls = {
+        4: "http://10.1.2.3/private.mp4",
+        5: f"{discover.video_base}/deleted.mp4",
+        6: f"{discover.video_base}/{OUTLIERS[1].clip}.mp4",
+    }
+    for index, views in enumerate(plays):
+        rows.append(
+            {
+                "id": f"9900{index}",
+                "text": f"post {index}",
+                "createTime": int((now - timedelta(days=20 - index)).timestamp()),
+                "authorMeta": {"name": "deskfit.demo"},
+                "playCount": views,
+                "videoUrl": urls.get(index, f"{discover.video_base}/missing.mp4"),
+            }
+        )
+    async with running_workers(discover):
+        outcome = await scrape_file(discover, "".join(json.dumps(row) + "\n" for row in rows))
+
+    assert outcome.status == ScrapeStatus.COMPLETED
+    assert (outcome.outliers, outcome.processed, outcome.failed_outliers) == (3, 3, 2)
+    async with discover.sessions() as session:
+        scrape = await session.get(Scrape, outcome.scrape_id)
+        assert scrape is not None
+        failures = {error["code"]: error["reason"] for error in scrape.errors if "code" in error}
+        assert set(failures) == {"url_not_allowed", "import_failed"}
+        assert "private" in failures["url_not_allowed"]
+        assert "404" in failures["import_failed"]
+        good = await session.scalar(select(Post).where(Post.platform_post_id == "99006"))
+        assert good is not None and good.video_id is not None
