@@ -25,8 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.discover import RejectedRow, ScrapedPost
 
-_COUNTS = ("views", "likes", "comments", "shares", "saves")
-
 
 @dataclass
 class UpsertResult:
@@ -76,6 +74,8 @@ def _best_per_post(posts: Sequence[ScrapedPost]) -> list[ScrapedPost]:
 # `unnest`, or a JSON document by `json_to_recordset`, which psycopg sends without escaping
 # each element in Python): the SQL text is the same whatever the batch size, so psycopg and
 # PostgreSQL parse it once, and no batch nears the 65535-parameter limit of a multi-row VALUES.
+# New rows get their ids from `gen_random_uuid()`.
+#
 # An account met again is written only when this batch changes it: every batch of a scrape
 # names the same accounts with the same followers and time, and rewriting them each time
 # would cost a row version per account per batch. The ones left alone are read instead (the
