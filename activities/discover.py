@@ -335,11 +335,21 @@ class DiscoverCatalogActivities:
             raise DomainError(
                 FailureCode.PROVIDER_UNAVAILABLE_HERE, "APIFY_TOKEN is not set on this deployment"
             )
-        line = 0
+        apify = self._apify
+        read = 0
+
+        def items(dataset_id: str) -> Iterator[dict[str, Any]]:
+            nonlocal read
+            for _, item in apify.iter_items(dataset_id):
+                read += 1
+                yield item
+
         for run in runs:
-            for _, item in self._apify.iter_items(run.dataset_id):
-                line += 1
-                yield datasets.normalize_item(item, platform=run.platform, line=line)
+            # Items are numbered across the scrape's runs; one repeat filter per run sees
+            # every page, so a post repeated across pages is caught too.
+            yield from datasets.iter_items(
+                items(run.dataset_id), platform=run.platform, start=read + 1
+            )
 
     @activity.defn(name=SCORE_OUTLIERS.name)
     async def score_outliers(self, input: ScoreOutliersInput) -> ScoreOutliersOutput:

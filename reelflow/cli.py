@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from reelflow.core.settings import Settings, SettingsError, get_settings
+from reelflow.discover import commands as discover_commands
+from reelflow.discover import scrape_commands, script_commands
 
 app = typer.Typer(help="Durable pipelines for an AI short-video business.", no_args_is_help=True)
 dev_app = typer.Typer(help="The embedded stack on this machine.", no_args_is_help=True)
@@ -26,6 +28,12 @@ runs_app = typer.Typer(help="Pipeline runs (operators).", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(runs_app, name="runs")
+# The discover pipeline's commands mirror the seed's `vt` commands; scrapes and schedules
+# hang under `discover` next to brands, products and projects.
+discover_commands.app.add_typer(scrape_commands.app, name="scrape")
+discover_commands.app.add_typer(scrape_commands.schedule_app, name="schedule")
+app.add_typer(discover_commands.app, name="discover")
+app.add_typer(script_commands.app, name="script")
 
 console = Console()
 DEV_TENANT_NAME = "dev"

@@ -110,6 +110,23 @@ def _dataset_format(file: StoredFile) -> str:
     )
 
 
+_SCRAPE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": ScrapeRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+        },
+    }
+}
+
+
 def _check_dataset_part(file: StoredFile) -> None:
     """Refuse a file that is not an export before any byte of it is stored."""
     _dataset_format(file)
@@ -119,6 +136,7 @@ def _check_dataset_part(file: StoredFile) -> None:
     "/v1/projects/{project_id}/scrapes",
     status_code=202,
     response_model=ScrapeAccepted,
+    openapi_extra=_SCRAPE_BODY,
     responses=_errors(400, 404, 413, 415, 422, 503),
 )
 async def start_scrape(
@@ -315,13 +333,13 @@ async def put_schedule(
     project_id: str, body: ScheduleRequest, tenant: CurrentTenant, resources: ResourcesDep
 ) -> ScheduleBody:
     """Re-scrape the project every `every_hours` (creates or changes its Schedule)."""
+    project = await _owned_project(resources, tenant.id, project_id)
     if resources.settings.apify_token is None:
         raise ApiError(
             422,
             "provider_unavailable_here",
             "scheduled scrapes go through Apify; set APIFY_TOKEN on this deployment",
         )
-    project = await _owned_project(resources, tenant.id, project_id)
     every = timedelta(hours=body.every_hours)
     try:
         await scrapes.set_schedule(

@@ -241,6 +241,20 @@ async def _owned(settings: Settings, tenant: uuid.UUID, project_id: uuid.UUID) -
     await _with_db(settings, check)
 
 
+async def _record_schedule(
+    settings: Settings, tenant: uuid.UUID, project_id: uuid.UUID, **values: Any
+) -> None:
+    """Keep the project row in step with its Schedule, as `project show` reads the row."""
+
+    async def write(sessions: Any) -> None:
+        async with sessions.begin() as session:
+            project = await scrapes.get_project(session, tenant, project_id)
+            for name, value in values.items():
+                setattr(project, name, value)
+
+    await _with_db(settings, write)
+
+
 @schedule_app.command("set")
 def schedule_set(
     project_id: uuid.UUID,
@@ -263,6 +277,13 @@ def schedule_set(
             every=cadence,
             task_queue=TaskQueues.for_prefix(settings.task_queue_prefix).workflows,
         )
+        await _record_schedule(
+            settings,
+            tenant,
+            project_id,
+            schedule_interval_s=int(cadence.total_seconds()),
+            schedule_paused=False,
+        )
 
     _run(apply)
     console.print(f"Project {project_id} is re-scraped every {cadence}")
@@ -279,7 +300,9 @@ def _schedule_action(project_id: uuid.UUID, tenant: uuid.UUID, action: str) -> N
         if action == "trigger":
             await scrapes.trigger_schedule(client, project_id)
         else:
-            await scrapes.pause_schedule(client, project_id, paused=action == "pause")
+            paused = action == "pause"
+            await scrapes.pause_schedule(client, project_id, paused=paused)
+            await _record_schedule(settings, tenant, project_id, schedule_paused=paused)
 
     _run(apply)
     done = {"pause": "paused", "resume": "resumed", "trigger": "triggered"}[action]

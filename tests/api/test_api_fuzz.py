@@ -18,6 +18,7 @@ per operation with no example database. A failure names the request.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import tempfile
 from collections.abc import Callable
@@ -73,6 +74,10 @@ _GENERATION = {
     "max_cost_usd": 1.5,
 }
 
+SOME_ID = "00000000-0000-4000-8000-000000000000"
+SEED_STATUS: dict[str, int] = {"POST /v1/products": 404}
+"""Seeds that cannot succeed without an object made first, and the status they get."""
+
 SEEDS: dict[str, dict[str, Any]] = {
     "POST /v1/videos": {"body": {"title": "a talk", "file": b"not really a video"}},
     "POST /v1/videos/uploads": {
@@ -99,11 +104,32 @@ SEEDS: dict[str, dict[str, Any]] = {
         "query": {"expires": "9999999999", "signature": "0" * 64},
         "body": b"0123456789",
     },
+    "POST /v1/brands": {"body": {"name": "Acme"}},
+    # A brand id that names nothing: the seed is a 404, the sweep still reaches every check
+    # that comes before the brand lookup (see SEED_STATUS).
+    "POST /v1/products": {"body": {"brand_id": SOME_ID, "name": "Deck"}},
+    "POST /v1/projects": {"body": {"name": "Winning formats"}},
+    "PATCH /v1/brands/{brand_id}": {"body": {}},
+    "PATCH /v1/products/{product_id}": {"body": {}},
+    "PATCH /v1/projects/{project_id}": {"body": {}},
+    "GET /v1/videos/{video_id}/product-fit": {"query": {"project_id": SOME_ID}},
+    "POST /v1/scripts": {
+        "body": {
+            "title": "t",
+            "content": {"hook": "h", "scenes": [{"start_s": 0, "end_s": 3, "direction": "d"}]},
+        }
+    },
+    "POST /v1/scripts/{script_id}/versions": {"body": {"notes": "n"}},
+    "POST /v1/scripts/{script_id}/status": {"body": {"status": "review"}},
+    "PATCH /v1/scripts/{script_id}/links": {"body": {"produced_video_id": SOME_ID}},
+    "PUT /v1/projects/{project_id}/schedule": {"body": {"every_hours": 24}},
+    "POST /v1/projects/{project_id}/scrapes": {
+        "body": {"source": "post_url", "url": "http://93.184.216.34/p/1"}
+    },
 }
 """A valid request per operation whose checks go beyond its schema, to mutate from."""
 
-SOME_ID = "00000000-0000-4000-8000-000000000000"
-PATH_DEFAULTS = {"workflow_id": f"ingest-{SOME_ID}"}
+PATH_DEFAULTS = {"workflow_id": f"ingest-{SOME_ID}", "action": "pause"}
 """Path parameters of a seed: well-formed ids that name nothing."""
 
 HOSTILE_TEXT = [
@@ -267,7 +293,19 @@ def hostile_cases(draw: st.DrawFn, operation: Operation) -> Case:
 
 def _prepare(case: Case, api_key: str) -> requests.PreparedRequest:
     """The case as bytes on the wire, serialized the way schemathesis sends it."""
-    kwargs = case.as_transport_kwargs(base_url="http://api.test:8080")
+    try:
+        kwargs = case.as_transport_kwargs(base_url="http://api.test:8080")
+    except UnicodeEncodeError:
+        # schemathesis re-validates a body with a validator that cannot take an unpaired
+        # surrogate (in a `format: uuid` field, say); JSON carries it as an escape, so send
+        # that body ourselves.
+        kwargs = {
+            "method": case.method,
+            "url": f"http://api.test:8080{case.formatted_path}",
+            "params": case.query,
+            "headers": {"Content-Type": "application/json"},
+            "data": json.dumps(case.body).encode(),
+        }
     kwargs.pop("cookies", None)
     # Always the tenant's key: the fuzz is about inputs, not about (missing) credentials.
     headers = {k: v for k, v in kwargs.pop("headers").items() if k.lower() != "authorization"}
@@ -345,7 +383,9 @@ async def test_every_hostile_value_in_every_slot_of_a_valid_request(
     operation = await _operation(api, label)
     response = await _send(api, _prepare(seed_case(operation), alice.api_key))
     # The seed itself must get through, or the sweep below would test only one check.
-    if operation.path_parameters:
+    if label in SEED_STATUS:
+        assert response.status_code == SEED_STATUS[label], response.text
+    elif operation.path_parameters:
         assert response.status_code in (200, 403, 404), response.text  # made-up ids
     else:
         assert 200 <= response.status_code < 300, response.text

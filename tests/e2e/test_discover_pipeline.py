@@ -11,6 +11,7 @@ import json
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,10 +19,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.testing import WorkflowEnvironment
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.discover import ApifyActivities
 from reelflow.core.db import SessionFactory, create_engine, session_factory
 from reelflow.core.settings import Settings
 from reelflow.core.storage import LocalStorage
@@ -29,7 +33,15 @@ from reelflow.core.tenants import create_tenant
 from reelflow.dev.discover_sample import OUTLIERS, sample_export
 from reelflow.dev.samples import make_speech_video
 from reelflow.discover import scrapes
-from schemas.discover import DiscoverOutcome, ScrapeSource, ScrapeStatus, VideoAnalysis
+from reelflow.discover.apify_source import ApifySource
+from schemas.discover import (
+    DiscoverOutcome,
+    Platform,
+    ScrapeSource,
+    ScrapeStatus,
+    StartApifyRunInput,
+    VideoAnalysis,
+)
 from schemas.discover_tables import (
     Adaptation,
     Analysis,
@@ -45,8 +57,10 @@ from schemas.discover_tables import (
     WatchedAccount,
 )
 from schemas.queues import POOLS, TaskQueues
-from schemas.tables import TranscriptSegment, Video
+from schemas.tables import LedgerEntry, TranscriptSegment, Video
 from tests.e2e.conftest import pipeline_settings
+from tests.support.apify_server import FakeApifyServer, RunScript
+from tests.support.apify_server import fake_apify as fake_apify
 from workers.pools import WorkerDependencies, build_workers
 from workflows.discover import DiscoverWorkflow
 
@@ -151,8 +165,10 @@ async def _project(session: AsyncSession, tenant_id: uuid.UUID) -> uuid.UUID:
 
 
 @asynccontextmanager
-async def running_workers(discover: Discover) -> AsyncIterator[None]:
-    deps = WorkerDependencies.build(discover.settings)
+async def running_workers(
+    discover: Discover, settings: Settings | None = None
+) -> AsyncIterator[None]:
+    deps = WorkerDependencies.build(settings or discover.settings)
     workers = build_workers(discover.env.client, deps, POOLS)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     try:
@@ -161,6 +177,25 @@ async def running_workers(discover: Discover) -> AsyncIterator[None]:
         await asyncio.gather(*(worker.shutdown() for worker in workers))
         await asyncio.gather(*tasks, return_exceptions=True)
         await deps.close()
+
+
+async def run_scrape(
+    discover: Discover, settings: Settings, source: ScrapeSource, **fields: str
+) -> WorkflowHandle[DiscoverWorkflow, DiscoverOutcome]:
+    async with discover.sessions.begin() as session:
+        scrape = await scrapes.create_scrape(
+            session,
+            tenant_id=discover.tenant_id,
+            project_id=discover.project_id,
+            source=source,
+            **fields,  # type: ignore[arg-type]
+        )
+    workflow_id = await scrapes.start_scrape_run(
+        discover.env.client,
+        scrape=scrape,
+        task_queue=TaskQueues.for_prefix(settings.task_queue_prefix).workflows,
+    )
+    return discover.env.client.get_workflow_handle_for(DiscoverWorkflow.run, workflow_id)
 
 
 async def scrape_file(discover: Discover, content: str) -> DiscoverOutcome:
@@ -303,3 +338,123 @@ async def test_a_private_address_or_a_deleted_post_fails_that_outlier_only(
         assert "404" in failures["import_failed"]
         good = await session.scalar(select(Post).where(Post.platform_post_id == "99006"))
         assert good is not None and good.video_id is not None
+
+
+def _apify_settings(discover: Discover, server: FakeApifyServer) -> Settings:
+    return discover.settings.model_copy(
+        update={
+            "apify_token": SecretStr(server.token),
+            "apify_base_url": server.url,
+            "apify_poll_wait_s": 0,
+            # Its own queues, so the module's other workers (no Apify) never take its tasks.
+            "task_queue_prefix": f"t{uuid.uuid4().hex[:12]}",
+        }
+    )
+
+
+def _rows_of(export: str, key: str) -> list[dict[str, object]]:
+    rows = [json.loads(line) for line in export.splitlines()]
+    return [row for row in rows if key in json.dumps(row)]
+
+
+async def test_an_apify_scrape_polls_the_runs_reads_their_datasets_and_pays_once(
+    discover: Discover, fake_apify: FakeApifyServer
+) -> None:
+    export = sample_export(discover.video_base, datetime.now(UTC))
+    fake_apify.script(
+        "apify/instagram-scraper",
+        RunScript(items=_rows_of(export, "ownerUsername"), polls_before_finish=2),
+    )
+    fake_apify.script(
+        "clockworks/tiktok-scraper",
+        RunScript(items=_rows_of(export, "authorMeta"), usage_total_usd=0.02),
+    )
+    settings = _apify_settings(discover, fake_apify)
+    async with running_workers(discover, settings):
+        handle = await run_scrape(discover, settings, ScrapeSource.APIFY)
+        outcome = await handle.result()
+
+    assert outcome.status == ScrapeStatus.COMPLETED
+    # The first test of the module already stored these posts: nothing is new now.
+    assert (outcome.posts_seen, outcome.posts_new) == (16, 0)
+    assert sorted(run.actor for run in fake_apify.started) == [
+        "apify/instagram-scraper",
+        "clockworks/tiktok-scraper",
+    ]
+    async with discover.sessions() as session:
+        paid = (
+            await session.execute(
+                select(LedgerEntry.model, LedgerEntry.cost_usd).where(
+                    LedgerEntry.provider == "apify", LedgerEntry.run_id == handle.id
+                )
+            )
+        ).all()
+        scrape = await session.get(Scrape, outcome.scrape_id)
+    assert sorted((model, float(cost)) for model, cost in paid) == [
+        ("apify/instagram-scraper", 0.0123),
+        ("clockworks/tiktok-scraper", 0.02),
+    ]
+    assert scrape is not None and float(scrape.cost_usd) == pytest.approx(0.0323)
+    assert {run["platform"] for run in scrape.apify_runs} == {"instagram", "tiktok"}
+
+
+async def test_a_failed_actor_run_fails_the_scrape_with_its_reason_and_writes_no_post(
+    discover: Discover, fake_apify: FakeApifyServer
+) -> None:
+    fake_apify.script(
+        "apify/instagram-scraper",
+        RunScript(
+            final_status="FAILED",
+            status_message="The actor ran out of memory",
+            items=[{"shortCode": "NEVER1", "ownerUsername": "glowlab.demo"}],
+        ),
+    )
+    fake_apify.script("clockworks/tiktok-scraper", RunScript(polls_before_finish=1))
+    settings = _apify_settings(discover, fake_apify)
+    async with running_workers(discover, settings):
+        handle = await run_scrape(discover, settings, ScrapeSource.APIFY)
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+
+    async with discover.sessions() as session:
+        scrape = await session.scalar(select(Scrape).where(Scrape.workflow_id == handle.id))
+        never = await session.scalar(select(Post).where(Post.platform_post_id == "NEVER1"))
+    assert scrape is not None and scrape.status == "failed"
+    assert scrape.error_code == "scrape_failed"
+    assert scrape.error_message is not None and "out of memory" in scrape.error_message
+    assert never is None
+
+
+async def test_a_start_retried_after_a_crash_finds_the_run_instead_of_starting_another(
+    discover: Discover, fake_apify: FakeApifyServer
+) -> None:
+    fake_apify.script("apify/instagram-scraper", RunScript())
+    settings = _apify_settings(discover, fake_apify)
+    async with discover.sessions.begin() as session:
+        scrape = await scrapes.create_scrape(
+            session,
+            tenant_id=discover.tenant_id,
+            project_id=discover.project_id,
+            source=ScrapeSource.APIFY,
+        )
+    source = ApifySource(fake_apify.token, base_url=fake_apify.url)
+    with ThreadPoolExecutor(2) as executor:
+        activities = ApifyActivities(
+            sessions=discover.sessions, settings=settings, apify=source, executor=executor
+        )
+        start = StartApifyRunInput(
+            tenant_id=discover.tenant_id, scrape_id=scrape.id, platform=Platform.INSTAGRAM
+        )
+        first = await ActivityEnvironment().run(activities.start_apify_run, start)
+        # The worker died after Apify answered and before the run id was saved.
+        async with discover.sessions.begin() as session:
+            row = await session.get(Scrape, scrape.id)
+            assert row is not None
+            row.apify_runs = []
+        again = await ActivityEnvironment().run(activities.start_apify_run, start)
+        # And once saved, a retry reads it back without asking Apify at all.
+        starts_before = len(fake_apify.started)
+        third = await ActivityEnvironment().run(activities.start_apify_run, start)
+
+    assert first.run_id == again.run_id == third.run_id
+    assert len(fake_apify.started) == starts_before == 1
