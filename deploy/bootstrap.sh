@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT="$(pwd)"
 VENV="${REPO_ROOT}/.venv"
-APT_PACKAGES=(ffmpeg espeak-ng)
+# Commands we need; chromium is the real browser the report pages are checked in.
+APT_PACKAGES=(ffmpeg espeak-ng chromium)
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -61,6 +62,8 @@ missing=()
 for package in "${APT_PACKAGES[@]}"; do
     command -v "${package}" >/dev/null 2>&1 || missing+=("${package}")
 done
+# Not a command: the font script PDFs are set in (without it, Helvetica and transliteration).
+[[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 if [[ "${#missing[@]}" -gt 0 ]]; then
     apt_install "${missing[@]}"
 fi

@@ -212,6 +212,8 @@ class LedgerEntry(Base):
 
 # Tables kept in modules of their own register on Base.metadata when imported; importing
 # them here means whoever reads `Base.metadata` (migrations, their test) sees every table.
+from schemas import billing_tables as billing_tables  # noqa: E402
 from schemas import chat_tables as chat_tables  # noqa: E402
 from schemas import discover_tables as discover_tables  # noqa: E402
 from schemas import generation_tables as generation_tables  # noqa: E402
+from schemas import improve_tables as improve_tables  # noqa: E402

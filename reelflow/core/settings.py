@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     """Test only: hosts the SSRF guard lets imports reach although they are local
     (`127.0.0.1`). Empty (the default, and required in production) allows none."""
 
+    # --- Improve --------------------------------------------------------------------------
+
+    # --- Billing, limits and keys ---------------------------------------------------------
+
     # --- Workers --------------------------------------------------------------------------
     task_queue_prefix: str = "reelflow"
     """Queues are `<prefix>-workflows|media|providers`; another prefix is an isolated family."""
