@@ -217,3 +217,4 @@ from schemas import chat_tables as chat_tables  # noqa: E402
 from schemas import discover_tables as discover_tables  # noqa: E402
 from schemas import generation_tables as generation_tables  # noqa: E402
 from schemas import improve_tables as improve_tables  # noqa: E402
+from schemas import improvement_tables as improvement_tables  # noqa: E402

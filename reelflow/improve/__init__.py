@@ -1,0 +1,1 @@
+"""The improve pipeline: performance, aggregates, charts, insights and improvements."""
