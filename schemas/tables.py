@@ -212,9 +212,11 @@ class LedgerEntry(Base):
 
 # Tables kept in modules of their own register on Base.metadata when imported; importing
 # them here means whoever reads `Base.metadata` (migrations, their test) sees every table.
+from schemas import access_tables as access_tables  # noqa: E402
 from schemas import billing_tables as billing_tables  # noqa: E402
 from schemas import chat_tables as chat_tables  # noqa: E402
 from schemas import discover_tables as discover_tables  # noqa: E402
 from schemas import generation_tables as generation_tables  # noqa: E402
 from schemas import improve_tables as improve_tables  # noqa: E402
+from schemas import improvement_run_tables as improvement_run_tables  # noqa: E402
 from schemas import improvement_tables as improvement_tables  # noqa: E402
