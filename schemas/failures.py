@@ -69,6 +69,16 @@ class FailureCode(StrEnum):
     FILE_NOT_READY = "file_not_ready"
     """An uploaded file never left PROCESSING at the provider."""
 
+    # --- improve: performance metrics ---------------------------------------------------
+    INVALID_METRICS = "invalid_metrics"
+    """A performance snapshot that cannot be true (negative counts, a future time, …)."""
+    DUPLICATE_SNAPSHOT = "duplicate_snapshot"
+    """The video already has a snapshot on that platform at that `recorded_at`."""
+    SNAPSHOT_NOT_FOUND = "snapshot_not_found"
+    COLLECTION_NOT_FOUND = "collection_not_found"
+    """No video of the tenant belongs to the collection."""
+    POST_NOT_FOUND = "post_not_found"
+
     # --- worth retrying: the same call may succeed later ----------------------------------
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     """429, 5xx, timeouts and connection errors from a provider (Retry-After honoured)."""
