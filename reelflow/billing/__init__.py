@@ -1,0 +1,1 @@
+"""Plans, usage limits and Stripe billing: the SaaS around the pipelines."""
