@@ -113,6 +113,12 @@ class Video(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    improved_from_video_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("videos.id", ondelete="SET NULL"), index=True
+    )
+    """The video this one is an improved version of; deleting the original keeps this one."""
+    improvement_iteration: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """0 for an original, the original's iteration + 1 for each improved version."""
 
 
 class TranscriptWindow(Base):
