@@ -79,6 +79,10 @@ class FailureCode(StrEnum):
     """No video of the tenant belongs to the collection."""
     POST_NOT_FOUND = "post_not_found"
 
+    # --- improve: insights ------------------------------------------------------------------
+    INSIGHTS_RATE_LIMITED = "insights_rate_limited"
+    """The tenant asked for more fresh insights this hour than its limit allows."""
+
     # --- worth retrying: the same call may succeed later ----------------------------------
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     """429, 5xx, timeouts and connection errors from a provider (Retry-After honoured)."""

@@ -152,6 +152,15 @@ class Settings(BaseSettings):
     (`127.0.0.1`). Empty (the default, and required in production) allows none."""
 
     # --- Improve --------------------------------------------------------------------------
+    insights_provider: Literal["local", "anthropic", "openai", "gemini"] = "local"
+    """Who explains a video's numbers: a chat provider, or `local`, the statistical analyst
+    that derives every field from the metrics against the tenant's baselines (no network)."""
+    insights_model: str | None = None
+    """The provider's model; empty: its small default (`reelflow.improve.analysts`)."""
+    insights_cache_ttl_s: int = Field(default=86400, ge=0)
+    """How long insights made from the same metrics are served from the cache."""
+    insights_fresh_per_hour: int = Field(default=10, ge=0)
+    """Fresh insight generations per tenant per hour; cached answers never count."""
 
     # --- Billing, limits and keys ---------------------------------------------------------
 
