@@ -9,8 +9,9 @@ import os
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -52,6 +53,20 @@ DEMO_SENTENCES = (
     "Finally, every chunk is embedded and indexed for semantic search.",
 )
 DEMO_QUESTION = "what is the weather forecast for the mountains?"
+DEMO_PRODUCTS = (
+    (
+        "Calm Serum",
+        "A serum that takes the redness out of tired skin.",
+        "women 25-40 with sensitive skin and a morning routine",
+        ["less redness", "makeup sits better", "one drop a day"],
+    ),
+    (
+        "Posture Cushion",
+        "A seat cushion for people who sit at a desk all day.",
+        "desk workers with back pain",
+        ["straighter back", "no pain after meetings"],
+    ),
+)
 
 
 def _settings() -> Settings:
@@ -110,7 +125,7 @@ def _dev_api_key(settings: Settings, database_url: str) -> str:
     return asyncio.run(ensure())
 
 
-def _start_stack(settings: Settings) -> tuple[object, str]:
+def _start_stack(settings: Settings, extra_env: dict[str, str] | None = None) -> tuple[object, str]:
     """Start Postgres, Temporal, migrations, a worker and the API; returns (stack, key)."""
     from reelflow.core.migrate import upgrade_database
     from reelflow.dev.stack import EmbeddedStack, wait_for_http
@@ -120,7 +135,7 @@ def _start_stack(settings: Settings) -> tuple[object, str]:
     try:
         upgrade_database(stack.database_url)
         api_key = _dev_api_key(settings, stack.database_url)
-        env = _child_env(settings, stack.database_url)
+        env = {**_child_env(settings, stack.database_url), **(extra_env or {})}
         python = sys.executable
         stack.processes.spawn("worker", [python, "-m", "reelflow.cli", "worker"], env=env)
         api = stack.processes.spawn("api", [python, "-m", "reelflow.cli", "api"], env=env)
@@ -384,7 +399,11 @@ def demo() -> None:
         console.print(f"Using the running stack at {settings.api_base_url}")
     else:
         console.print("Starting the embedded stack (Postgres, Temporal, worker, API)…")
-        started, api_key = _start_stack(settings)
+        # The discover step serves its sample posts' videos from this machine; only the
+        # stack the demo starts may import from 127.0.0.1 (never a production setting).
+        started, api_key = _start_stack(
+            settings, {"IMPORT_TEST_ALLOWED_HOSTS": json.dumps(["127.0.0.1"])}
+        )
         assert isinstance(started, EmbeddedStack)
         stack = started
     try:
@@ -393,6 +412,8 @@ def demo() -> None:
             console.print(f"Made a {video.duration_s:.1f} s speech video: {video.path.name}")
             _demo_ingest(settings, api_key, video.path)
         _demo_generate(settings, api_key)
+        with tempfile.TemporaryDirectory(prefix="reelflow-demo-discover-") as workdir:
+            _demo_discover(settings, api_key, Path(workdir))
     finally:
         if stack is not None:
             stack.stop()
@@ -452,6 +473,136 @@ def _demo_ingest(settings: Settings, api_key: str, path: Path) -> None:
 
 
 DEMO_PROMPT = "A paper boat sails down a rain-soaked street at dusk"
+
+
+def _demo_discover(settings: Settings, api_key: str, workdir: Path) -> None:
+    """Scrape the bundled sample export, then show its outliers, analyses and scripts."""
+    from reelflow.dev.discover_sample import (
+        INSTAGRAM_ACCOUNT,
+        OUTLIERS,
+        TIKTOK_ACCOUNT,
+        sample_export,
+        serve_directory,
+    )
+    from reelflow.dev.samples import make_speech_video
+
+    for outlier in OUTLIERS:
+        make_speech_video(workdir / f"{outlier.clip}.mp4", outlier.sentences, width=480, height=270)
+    run = os.urandom(2).hex()
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with (
+        serve_directory(workdir) as video_base,
+        httpx.Client(base_url=settings.api_base_url, headers=headers, timeout=60) as http,
+    ):
+        export = workdir / "apify-dataset.jsonl"
+        export.write_text(sample_export(video_base, datetime.now(UTC)))
+
+        def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            response = http.post(path, json=body)
+            if response.status_code >= 300:
+                console.print(f"[red]{path} refused: {response.text}[/red]")
+                raise typer.Exit(1)
+            answer: dict[str, Any] = response.json()
+            return answer
+
+        brand = post("/v1/brands", {"name": f"Demo brand {run}"})
+        products = [
+            post(
+                "/v1/products",
+                {
+                    "brand_id": brand["brand_id"],
+                    "name": name,
+                    "description": description,
+                    "audience": audience,
+                    "benefits": benefits,
+                },
+            )
+            for name, description, audience, benefits in DEMO_PRODUCTS
+        ]
+        project = post(
+            "/v1/projects",
+            {
+                "name": f"Winning formats {run}",
+                "accounts": [
+                    {"platform": "instagram", "handle": INSTAGRAM_ACCOUNT},
+                    {"platform": "tiktok", "handle": TIKTOK_ACCOUNT},
+                ],
+                "product_ids": [product["product_id"] for product in products],
+            },
+        )
+        project_id = project["project_id"]
+        with export.open("rb") as file:
+            response = http.post(
+                f"/v1/projects/{project_id}/scrapes",
+                files={"file": (export.name, file, "application/x-ndjson")},
+            )
+        if response.status_code != 202:
+            console.print(f"[red]scrape refused: {response.text}[/red]")
+            raise typer.Exit(1)
+        scrape_id = response.json()["scrape_id"]
+        console.print(
+            f"Scraping the sample Apify export: @{INSTAGRAM_ACCOUNT} (Instagram) and "
+            f"@{TIKTOK_ACCOUNT} (TikTok)"
+        )
+        deadline = time.monotonic() + 900
+        with console.status("scraping") as status:
+            while True:
+                scrape = http.get(f"/v1/scrapes/{scrape_id}").json()
+                status.update(
+                    f"{scrape['stage']}: {scrape['posts_seen']} posts, "
+                    f"{scrape['outliers']} outliers, {scrape['processed']} processed"
+                )
+                if scrape["status"] in ("completed", "failed", "canceled"):
+                    break
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
+        if scrape["status"] != "completed":
+            console.print(f"[red]scrape ended {scrape['status']}: {scrape['error_message']}[/red]")
+            raise typer.Exit(1)
+        console.print(
+            f"Scrape {scrape['status']}: {scrape['posts_seen']} posts ({scrape['posts_new']} new), "
+            f"{len(scrape['errors'])} row(s) set aside, {scrape['outliers']} outlier(s), "
+            f"${scrape['cost_usd']:.4f}"
+        )
+        for error in scrape["errors"]:
+            where = f"line {error['line']}" if "line" in error else f"post {error.get('post_id')}"
+            console.print(f"  [yellow]{where}[/yellow]: {error.get('reason')}")
+        posts = http.get(
+            "/v1/posts", params={"project_id": project_id, "min_tier": "3x", "limit": 10}
+        ).json()["items"]
+        for item in posts:
+            console.print(
+                f"Outlier @{item['account']} ({item['platform']}): {item['views']:,} views, "
+                f"{item['outlier_score']:.1f}x the account's usual → tier {item['outlier_tier']}"
+            )
+            analysis = http.get(f"/v1/posts/{item['post_id']}/analysis")
+            if analysis.status_code != 200:
+                console.print(f"  [red]no analysis: {analysis.text}[/red]")
+                raise typer.Exit(1)
+            found = analysis.json()
+            body = found["analysis"]
+            pacing = body["pacing"]
+            console.print(
+                f"  Analysis ({found['analyzer']}): hook {body['hook']['text']!r}; "
+                f"{len(body['scenes'])} scene(s), {pacing.get('words_per_minute') or 0:.0f} "
+                f"words/min; {len(body['unfilled'])} field(s) it could not measure"
+            )
+            fit = http.get(
+                f"/v1/videos/{item['video_id']}/product-fit", params={"project_id": project_id}
+            ).json()
+            for rank in fit["ranking"]:
+                console.print(f"    fit {rank['score']:.1f}/10 {rank['product_name']}")
+            console.print(f"  Recommended: {fit['recommended_product_name']}: {fit['why']}")
+        scripts = http.get("/v1/scripts", params={"project_id": project_id}).json()["items"]
+        console.print(f"{len(scripts)} draft script(s) written, one per outlier and product")
+        if scripts:
+            exported = http.get(
+                f"/v1/scripts/{scripts[0]['script_id']}/export", params={"format": "md"}
+            )
+            console.print("First script, as the production team gets it:")
+            for line in exported.text.splitlines()[:12]:
+                console.print(f"  {line}")
 
 
 def _demo_generate(settings: Settings, api_key: str) -> None:

@@ -10,10 +10,15 @@ chosen so the answer is known: exactly two posts are outliers, one of each tier 
 
 from __future__ import annotations
 
+import http.server
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 INSTAGRAM_ACCOUNT = "glowlab.demo"
 TIKTOK_ACCOUNT = "deskfit.demo"
@@ -156,3 +161,24 @@ def sample_export(video_base_url: str, now: datetime) -> str:
         }
     )
     return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+@contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """Serve `root` over HTTP on 127.0.0.1 (a free port) while the block runs; the URL base."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

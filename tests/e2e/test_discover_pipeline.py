@@ -6,9 +6,7 @@ Whisper. The videos are served by a local HTTP server the test allowlist lets im
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,7 @@ from reelflow.core.db import SessionFactory, create_engine, session_factory
 from reelflow.core.settings import Settings
 from reelflow.core.storage import LocalStorage
 from reelflow.core.tenants import create_tenant
-from reelflow.dev.discover_sample import OUTLIERS, sample_export
+from reelflow.dev.discover_sample import OUTLIERS, sample_export, serve_directory
 from reelflow.dev.samples import make_speech_video
 from reelflow.discover import scrapes
 from reelflow.discover.apify_source import ApifySource
@@ -75,27 +73,14 @@ class Discover:
     video_base: str
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        return None
-
-
 @pytest.fixture(scope="module")
 def video_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The outliers' videos over HTTP on 127.0.0.1; other paths are 404 (deleted posts)."""
     root = tmp_path_factory.mktemp("served")
     for outlier in OUTLIERS:
         make_speech_video(root / f"{outlier.clip}.mp4", outlier.sentences, width=320, height=180)
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), lambda *a: _Quiet(*a, directory=str(root))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(root) as base:
+        yield base
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
