@@ -52,7 +52,12 @@ class Tenant(Base):
 
 
 class ApiKey(Base):
-    """An API key, stored as a SHA-256 hash: the secret itself is shown once, at creation."""
+    """An API key, stored as a SHA-256 hash: the secret itself is shown once, at creation.
+
+    A tenant has several, each with a name and scopes. Rotation makes a new key and gives
+    the old one an `expires_at` (its grace period) and a `replaced_by_id`; revocation sets
+    `revoked_at`, which every API process sees on the next request (nothing caches keys).
+    """
 
     __tablename__ = "api_keys"
 
@@ -60,9 +65,19 @@ class ApiKey(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True
     )
+    name: Mapped[str] = mapped_column(String(100), server_default="default")
+    scopes: Mapped[list[str]] = mapped_column(JSONB, server_default='["read", "write", "admin"]')
+    """Any of `read`, `write`, `admin` (see `reelflow.core.tenants.SCOPES`)."""
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Written at most once a minute per key, so using a key costs no write per request."""
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """The end of a rotated key's grace period; None for a key that does not expire."""
+    replaced_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
