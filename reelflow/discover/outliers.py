@@ -209,7 +209,10 @@ async def score_accounts(
 ) -> ScoringSummary:
     """Rescore every post of `account_ids` (of `tenant_id`) and store the results.
 
-    Runs in the caller's transaction; the caller commits. Every post of those accounts
+    Runs in the caller's transaction; the caller commits. Pending ORM changes are
+    flushed first, so posts just upserted in `session` are scored; the writes bypass
+    the ORM, so post objects already loaded in `session` keep their old scores until
+    refreshed. Every post of those accounts
     ends up with the score, z, tier and reason of this scoring; no other row is touched.
     `scored_at` is set to `now` on the posts whose result was never stored or changed;
     a post whose stored result is already the same keeps its `scored_at` (the time
@@ -234,6 +237,7 @@ async def score_accounts(
     """
     if not account_ids:
         return _Tally().summary()
+    await session.flush()
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     pg: Any = raw.driver_connection  # psycopg.AsyncConnection, in the session's transaction

@@ -326,3 +326,27 @@ async def test_no_accounts_is_a_no_op(engine: AsyncEngine) -> None:
             session, tenant_id=uuid.uuid4(), account_ids=[], settings=DEFAULTS, now=NOW
         )
     assert summary.scored == 0 and summary.outliers == 0 and summary.no_score == {}
+
+
+async def test_posts_added_in_the_same_session_are_scored(engine: AsyncEngine) -> None:
+    async with session_factory(engine)() as session:
+        tenant_id = (await create_tenant(session, name="same-session")).tenant_id
+        account_id = uuid.uuid4()
+        session.add(WatchedAccount(id=account_id, tenant_id=tenant_id, platform="instagram",
+                                   handle="fresh"))  # fmt: skip
+        await session.flush()
+        posts = [
+            Post(id=uuid.uuid4(), tenant_id=tenant_id, account_id=account_id,
+                 platform="instagram", platform_post_id=f"f{i}",
+                 posted_at=NOW - timedelta(days=days), views=views, is_video=True)
+            for i, (days, views) in enumerate([(9, 100), (8, 100), (7, 100), (5, 1000)])
+        ]  # fmt: skip
+        session.add_all(posts)  # not flushed: scoring must see them anyway
+        summary = await score_accounts(
+            session, tenant_id=tenant_id, account_ids=[account_id], settings=DEFAULTS, now=NOW
+        )
+        await session.commit()
+    assert summary.by_tier == {"10x": 1}
+    async with session_factory(engine)() as session:
+        stored = await session.get(Post, posts[3].id)
+        assert stored is not None and stored.outlier_tier == "10x"
