@@ -30,8 +30,13 @@ from reelflow.core.netguard import UrlNotAllowed, check_url
 from reelflow.core.settings import Settings
 from reelflow.core.storage import Storage
 from reelflow.discover import datasets, outliers, posts, scripts
-from reelflow.discover.adapters import ScriptAdapter
-from reelflow.discover.analyzers import TranscriptForAnalysis, VideoAnalyzer
+from reelflow.discover.adapters import DEFAULT_ADAPTER_MODELS, AdaptationFailed, ScriptAdapter
+from reelflow.discover.analyzers import (
+    AnalysisFailed,
+    TokenUsage,
+    TranscriptForAnalysis,
+    VideoAnalyzer,
+)
 from reelflow.discover.apify_source import ApifySource
 from reelflow.discover.post_url import read_post
 from schemas.discover import (
@@ -104,6 +109,8 @@ T = TypeVar("T")
 
 IMPORT_BATCH = 1000
 """Posts upserted per statement; also how often a long import heartbeats."""
+ANALYSIS_OPERATIONS = ("analysis_input", "analysis_output")
+CHAT_OPERATIONS = ("chat_input", "chat_output")
 MAX_RECORDED_ERRORS = 100
 """Rejected rows and failed outliers kept on the scrape, with their reasons; the count is
 always complete."""
@@ -136,6 +143,44 @@ async def _project_handles(
     for platform, handle in rows:
         handles.setdefault(Platform(platform), []).append(handle)
     return handles
+
+
+async def _record_tokens(
+    session: AsyncSession,
+    *,
+    key: str,
+    tenant_id: uuid.UUID,
+    step: str,
+    provider: str,
+    model: str,
+    usage: TokenUsage,
+    operations: tuple[str, str],
+    run_id: str,
+    video_id: uuid.UUID | None,
+) -> Decimal:
+    """One ledger row per direction (input, output) of a model call; the dollars recorded."""
+    cost = Decimal(0)
+    for operation, units in zip(operations, (usage.input_tokens, usage.output_tokens), strict=True):
+        cost += await record_usage(
+            session,
+            Usage(
+                idempotency_key=f"{key}-{operation}",
+                tenant_id=tenant_id,
+                step=step,
+                provider=provider,
+                operation=operation,
+                model=model,
+                units=Decimal(units),
+                run_id=run_id,
+                video_id=video_id,
+            ),
+        )
+    return cost
+
+
+def _provider_of(name: str) -> str:
+    """`gemini/gemini-2.5-flash` → `gemini`: the provider column prices are keyed by."""
+    return name.split("/", 1)[0]
 
 
 def scrape_id_for_run(run_key: str) -> uuid.UUID:
@@ -663,10 +708,12 @@ class AnalysisActivities:
         sessions: SessionFactory,
         storage: Storage,
         analyzer: Callable[[], VideoAnalyzer],
+        settings: Settings,
         scratch_dir: Path,
         executor: Executor,
     ) -> None:
         self._sessions = sessions
+        self._settings = settings
         self._storage = storage
         self._analyzer = analyzer
         self._scratch = scratch_dir
@@ -720,29 +767,41 @@ class AnalysisActivities:
                 with contextlib.suppress(OSError):
                     local.unlink()
 
-        result = await run_blocking(self._executor, analyze, heartbeat_details="analyze")
+        try:
+            result = await run_blocking(self._executor, analyze, heartbeat_details="analyze")
+        except AnalysisFailed as failed:
+            # Refused or unusable, but billed: the tokens are recorded all the same.
+            if failed.usage is not None:
+                async with self._sessions.begin() as session:
+                    await _record_tokens(
+                        session,
+                        key=f"analysis-{input.video_id}-failed-{activity.info().attempt}",
+                        tenant_id=input.tenant_id,
+                        step="analyze",
+                        provider=self._settings.discover_analyzer,
+                        model=self._settings.discover_analysis_model,
+                        usage=failed.usage,
+                        operations=ANALYSIS_OPERATIONS,
+                        run_id=input.run_id,
+                        video_id=input.video_id,
+                    )
+            raise
         analysis: VideoAnalysis = result.analysis
         async with self._sessions.begin() as session:
             cost = Decimal(0)
             if result.usage is not None:
-                for operation, units in (
-                    ("analysis_input", result.usage.input_tokens),
-                    ("analysis_output", result.usage.output_tokens),
-                ):
-                    cost += await record_usage(
-                        session,
-                        Usage(
-                            idempotency_key=f"analysis-{input.video_id}-{result.analyzer}-{operation}",
-                            tenant_id=input.tenant_id,
-                            step="analyze",
-                            provider=result.analyzer,
-                            operation=operation,
-                            model=result.model,
-                            units=Decimal(units),
-                            run_id=input.run_id,
-                            video_id=input.video_id,
-                        ),
-                    )
+                cost = await _record_tokens(
+                    session,
+                    key=f"analysis-{input.video_id}-{result.analyzer}",
+                    tenant_id=input.tenant_id,
+                    step="analyze",
+                    provider=result.analyzer,
+                    model=result.model,
+                    usage=result.usage,
+                    operations=ANALYSIS_OPERATIONS,
+                    run_id=input.run_id,
+                    video_id=input.video_id,
+                )
             existing = await session.scalar(
                 select(Analysis).where(
                     Analysis.video_id == input.video_id, Analysis.analyzer == result.analyzer
@@ -779,9 +838,11 @@ class AdaptationActivities:
         *,
         sessions: SessionFactory,
         adapter: Callable[[], ScriptAdapter],
+        settings: Settings,
         executor: Executor,
     ) -> None:
         self._sessions = sessions
+        self._settings = settings
         self._adapter = adapter
         self._executor = executor
 
@@ -831,34 +892,47 @@ class AdaptationActivities:
         )
         cost = Decimal(0)
         if existing is None:
-            result = await run_blocking(
-                self._executor,
-                lambda: self._adapter().adapt(analysis, brief, source_title=video_title),
-                heartbeat_details="adapt",
-            )
+            try:
+                result = await run_blocking(
+                    self._executor,
+                    lambda: self._adapter().adapt(analysis, brief, source_title=video_title),
+                    heartbeat_details="adapt",
+                )
+            except AdaptationFailed as failed:
+                if failed.usage is not None:
+                    settings = self._settings
+                    async with self._sessions.begin() as session:
+                        await _record_tokens(
+                            session,
+                            key=(
+                                f"adapt-{input.analysis_id}-{input.product_id}"
+                                f"-failed-{activity.info().attempt}"
+                            ),
+                            tenant_id=input.tenant_id,
+                            step="adapt",
+                            provider=settings.discover_adapter,
+                            model=settings.discover_adapter_model
+                            or DEFAULT_ADAPTER_MODELS.get(settings.discover_adapter, ""),
+                            usage=failed.usage,
+                            operations=CHAT_OPERATIONS,
+                            run_id=input.run_id,
+                            video_id=analysis_row.video_id,
+                        )
+                raise
             async with self._sessions.begin() as session:
                 if result.usage is not None:
-                    provider = result.adaptation.adapter.split("/", 1)[0]
-                    for operation, units in (
-                        ("chat_input", result.usage.input_tokens),
-                        ("chat_output", result.usage.output_tokens),
-                    ):
-                        cost += await record_usage(
-                            session,
-                            Usage(
-                                idempotency_key=(
-                                    f"adapt-{input.analysis_id}-{input.product_id}-{operation}"
-                                ),
-                                tenant_id=input.tenant_id,
-                                step="adapt",
-                                provider=provider,
-                                operation=operation,
-                                model=result.model,
-                                units=Decimal(units),
-                                run_id=input.run_id,
-                                video_id=analysis_row.video_id,
-                            ),
-                        )
+                    cost = await _record_tokens(
+                        session,
+                        key=f"adapt-{input.analysis_id}-{input.product_id}",
+                        tenant_id=input.tenant_id,
+                        step="adapt",
+                        provider=_provider_of(result.adaptation.adapter),
+                        model=result.model,
+                        usage=result.usage,
+                        operations=CHAT_OPERATIONS,
+                        run_id=input.run_id,
+                        video_id=analysis_row.video_id,
+                    )
                 existing = Adaptation(
                     id=uuid.uuid4(),
                     tenant_id=input.tenant_id,

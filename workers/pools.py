@@ -289,11 +289,15 @@ def activities_by_queue(deps: WorkerDependencies, pools: Sequence[str]) -> list[
             sessions=sessions,
             storage=deps.storage,
             analyzer=discover.analyzer,
+            settings=settings,
             scratch_dir=deps.scratch_dir / "discover",
             executor=deps.io_executor,
         )
         adaptation = AdaptationActivities(
-            sessions=sessions, adapter=discover.adapter, executor=deps.io_executor
+            sessions=sessions,
+            adapter=discover.adapter,
+            settings=settings,
+            executor=deps.io_executor,
         )
         return [
             catalog.begin_scrape,
@@ -352,6 +356,7 @@ def activities_by_queue(deps: WorkerDependencies, pools: Sequence[str]) -> list[
                 sessions=sessions,
                 storage=deps.storage,
                 analyzer=discover.analyzer,
+                settings=settings,
                 scratch_dir=deps.scratch_dir / "discover",
                 executor=deps.media_executor,
             ).analyze_video

@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.discover import ApifyActivities
+from activities.discover import AnalysisActivities, ApifyActivities
+from reelflow.assets import videos
 from reelflow.core.db import SessionFactory, create_engine, session_factory
 from reelflow.core.settings import Settings
 from reelflow.core.storage import LocalStorage
@@ -31,8 +32,10 @@ from reelflow.core.tenants import create_tenant
 from reelflow.dev.discover_sample import OUTLIERS, sample_export, serve_directory
 from reelflow.dev.samples import make_speech_video
 from reelflow.discover import scrapes
+from reelflow.discover.analyzers import AnalysisFailed, AnalysisResult, TokenUsage
 from reelflow.discover.apify_source import ApifySource
 from schemas.discover import (
+    AnalyzeVideoInput,
     DiscoverOutcome,
     Platform,
     ScrapeSource,
@@ -54,6 +57,8 @@ from schemas.discover_tables import (
     Script,
     WatchedAccount,
 )
+from schemas.failures import FailureCode
+from schemas.ingest import VideoStatus
 from schemas.queues import POOLS, TaskQueues
 from schemas.tables import LedgerEntry, TranscriptSegment, Video
 from tests.e2e.conftest import pipeline_settings
@@ -443,3 +448,66 @@ async def test_a_start_retried_after_a_crash_finds_the_run_instead_of_starting_a
 
     assert first.run_id == again.run_id == third.run_id
     assert len(fake_apify.started) == starts_before == 1
+
+
+class _BlockedAnalyzer:
+    """Gemini's answer for a video its safety filter refuses, after billing the prompt."""
+
+    def analyze(self, video: Path, **_: object) -> AnalysisResult:
+        raise AnalysisFailed(
+            FailureCode.CONTENT_BLOCKED,
+            "the provider's safety filter refused the video",
+            usage=TokenUsage(input_tokens=12_000, output_tokens=0),
+        )
+
+
+async def test_a_refused_analysis_still_records_the_tokens_it_was_billed(
+    discover: Discover, tmp_path: Path
+) -> None:
+    settings = discover.settings.model_copy(
+        update={"discover_analyzer": "gemini", "gemini_api_key": SecretStr("test-key")}
+    )
+    storage = LocalStorage(Path(settings.resolved_storage_url.removeprefix("file://")))
+    video_id = uuid.uuid4()
+    key = f"tenants/{discover.tenant_id}/videos/{video_id}/source.mp4"
+    make_speech_video(tmp_path / "v.mp4", ["A short clip."], width=160, height=90)
+    storage.put_file(key, tmp_path / "v.mp4")
+    async with discover.sessions.begin() as session:
+        await videos.create_video(
+            session,
+            tenant_id=discover.tenant_id,
+            video_id=video_id,
+            title="refused",
+            origin="scraped",
+            source_key=key,
+            status=VideoStatus.COMPLETED,
+        )
+    with ThreadPoolExecutor(1) as executor:
+        analysis = AnalysisActivities(
+            sessions=discover.sessions,
+            storage=storage,
+            analyzer=_BlockedAnalyzer,
+            settings=settings,
+            scratch_dir=tmp_path / "scratch",
+            executor=executor,
+        )
+        with pytest.raises(AnalysisFailed):
+            await ActivityEnvironment().run(
+                analysis.analyze_video,
+                AnalyzeVideoInput(tenant_id=discover.tenant_id, video_id=video_id, run_id="r"),
+            )
+    async with discover.sessions() as session:
+        rows = (
+            await session.execute(
+                select(LedgerEntry.operation, LedgerEntry.units, LedgerEntry.cost_usd).where(
+                    LedgerEntry.video_id == video_id
+                )
+            )
+        ).all()
+        stored = await session.scalar(select(Analysis).where(Analysis.video_id == video_id))
+    assert sorted((op, int(units)) for op, units, _ in rows) == [
+        ("analysis_input", 12_000),
+        ("analysis_output", 0),
+    ]
+    assert sum(float(cost) for _, _, cost in rows) > 0
+    assert stored is None  # nothing half-stored
