@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from api.errors import ApiError
 from reelflow.chat.answerers import Answerer
 from reelflow.chat.retrieval import RetrievalCache
 from reelflow.core.db import SessionFactory
+from reelflow.core.rate_limits import count_request, limits_for, rate_limits_on
 from reelflow.core.settings import Settings
 from reelflow.core.storage import Storage
-from reelflow.core.tenants import tenant_for_api_key
+from reelflow.core.tenants import SCOPES, authenticate, has_scope, touch_last_used
 from reelflow.generation.routing import ProviderRegistry
 from reelflow.search.embedding import Embedder
 
@@ -45,6 +48,10 @@ class TenantContext:
     id: uuid.UUID
     name: str
     plan: str
+    key_id: uuid.UUID | None = None
+    key_prefix: str = ""
+    """The first characters of the key used (`rf_` + 7), safe to show and to log."""
+    scopes: tuple[str, ...] = SCOPES
 
 
 def get_resources(request: Request) -> Resources:
@@ -106,13 +113,32 @@ AnswererDep = Annotated[Answerer, Depends(get_answerer)]
 _bearer = HTTPBearer(auto_error=False, description="A tenant API key: `Bearer rf_…`")
 
 _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+RATE_LIMIT_HEADERS_STATE = "rate_limit_headers"
+"""Where the request's `RateLimit-*` headers wait for `install_rate_limit_headers`."""
+
+
+def insufficient_scope(needed: str) -> ApiError:
+    return ApiError(
+        403,
+        "insufficient_scope",
+        f"this API key lacks the `{needed}` scope this request needs",
+    )
 
 
 async def get_current_tenant(
-    sessions: SessionFactoryDep,
+    request: Request,
+    response: Response,
+    resources: ResourcesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TenantContext:
-    """The tenant owning the bearer API key, or 401."""
+    """The tenant owning the bearer API key, after its rate limit and scope checks.
+
+    401 for a missing, unknown, revoked or expired key; 429 (with `Retry-After`) past the
+    plan's requests per 10 s for this key; 403 `insufficient_scope` for a read-only key on
+    anything but GET/HEAD/OPTIONS. The key is looked up on every request (no cache), so a
+    revocation made through any API process is seen by all of them at once.
+    """
     if credentials is None:
         raise ApiError(
             401,
@@ -120,16 +146,107 @@ async def get_current_tenant(
             "missing API key: send `Authorization: Bearer <api key>`",
             headers=_UNAUTHORIZED_HEADERS,
         )
+    settings = resources.settings
     # A short session of its own: uploads stream for minutes and must not hold a pooled
     # connection just because authentication touched the database.
-    async with sessions() as session:
-        tenant = await tenant_for_api_key(session, credentials.credentials)
-        if tenant is None:
+    async with resources.sessions() as session:
+        identity = await authenticate(session, credentials.credentials)
+        if identity is None:
             # The key itself is never echoed or logged.
             raise ApiError(
                 401, "unauthorized", "invalid or revoked API key", headers=_UNAUTHORIZED_HEADERS
             )
-        return TenantContext(id=tenant.id, name=tenant.name, plan=tenant.plan)
+        decision = None
+        if rate_limits_on(settings):
+            decision = await count_request(
+                session,
+                identity.key_id,
+                limit=limits_for(identity.plan).requests_per_10s,
+            )
+        every = timedelta(seconds=settings.api_key_last_used_every_s)
+        last_used = identity.last_used_at
+        # Checked here first so a busy key costs no statement for it; the update's own
+        # condition settles races between processes.
+        if (decision is None or decision.allowed) and (
+            last_used is None or last_used < datetime.now(UTC) - every
+        ):
+            await touch_last_used(
+                session,
+                identity.key_id,
+                at_most_every=every,
+            )
+        await session.commit()
+    if decision is not None:
+        headers = decision.headers()
+        if not decision.allowed:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"more than {decision.limit} requests in 10 s with this API key; "
+                f"retry in {decision.reset_s} s",
+                headers=headers,
+            )
+        response.headers.update(headers)
+        setattr(request.state, RATE_LIMIT_HEADERS_STATE, headers)
+    needed = "read" if request.method in _READ_METHODS else "write"
+    if not has_scope(identity.scopes, needed):
+        raise insufficient_scope(needed)
+    return TenantContext(
+        id=identity.tenant_id,
+        name=identity.tenant_name,
+        plan=identity.plan,
+        key_id=identity.key_id,
+        key_prefix=identity.key_prefix,
+        scopes=identity.scopes,
+    )
 
 
 CurrentTenant = Annotated[TenantContext, Depends(get_current_tenant)]
+
+
+def get_admin_tenant(tenant: CurrentTenant) -> TenantContext:
+    """The caller, when its key holds the `admin` scope (managing keys); else 403."""
+    if not has_scope(tenant.scopes, "admin"):
+        raise insufficient_scope("admin")
+    return tenant
+
+
+AdminTenant = Annotated[TenantContext, Depends(get_admin_tenant)]
+
+
+class _RateLimitHeaders:
+    """Adds the request's `RateLimit-*` headers to responses a dependency cannot reach.
+
+    Routes returning a `Response` themselves (media, SSE) and error envelopes do not carry
+    the headers `get_current_tenant` set on FastAPI's response; this puts them on every
+    response of an authenticated request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state: MutableMapping[str, object] = scope.get("state") or {}
+                extra = state.get(RATE_LIMIT_HEADERS_STATE)
+                if isinstance(extra, dict):
+                    raw = list(message.get("headers", []))
+                    present = {name.lower() for name, _ in raw}
+                    for name, value in extra.items():
+                        encoded = name.lower().encode("latin-1")
+                        if encoded not in present:
+                            raw.append((encoded, str(value).encode("latin-1")))
+                    message["headers"] = raw
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install_rate_limit_headers(app: FastAPI) -> None:
+    """Put `RateLimit-*` headers on every response of an authenticated request."""
+    app.add_middleware(_RateLimitHeaders)

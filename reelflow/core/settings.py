@@ -163,6 +163,17 @@ class Settings(BaseSettings):
     """Fresh insight generations per tenant per hour; cached answers never count."""
 
     # --- Billing, limits and keys ---------------------------------------------------------
+    # Keys and request limits (reelflow/core/tenants.py, reelflow/core/rate_limits.py).
+    rate_limits_enabled: bool | None = None
+    """Per-key request limits (the plan's requests per 10 s). None means on everywhere but
+    the `test` environment, whose suites make many quick requests with one key."""
+    api_key_rotation_grace_s: int = Field(default=86_400, ge=0, le=30 * 86_400)
+    """How long a rotated key keeps working when the rotation does not say."""
+    api_key_last_used_every_s: int = Field(default=60, ge=1)
+    """`last_used_at` is written at most this often per key: no write on every request."""
+    run_concurrency_enabled: bool = True
+    """Per-tenant limits on runs executing at once (the plan's concurrent runs)."""
+
 
     # --- Workers --------------------------------------------------------------------------
     task_queue_prefix: str = "reelflow"
