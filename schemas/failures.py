@@ -83,6 +83,13 @@ class FailureCode(StrEnum):
     INSIGHTS_RATE_LIMITED = "insights_rate_limited"
     """The tenant asked for more fresh insights this hour than its limit allows."""
 
+    # --- improve: improvement runs ---------------------------------------------------------
+    IMPROVEMENT_NOT_FOUND = "improvement_not_found"
+    IMPROVEMENT_SOURCE_MISSING = "improvement_source_missing"
+    """The video has no prompt, script, transcript or analysis to write a new version from."""
+    NO_INSIGHTS = "no_insights"
+    """The video has no performance metrics yet, so there is nothing to improve on."""
+
     # --- worth retrying: the same call may succeed later ----------------------------------
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     """429, 5xx, timeouts and connection errors from a provider (Retry-After honoured)."""
