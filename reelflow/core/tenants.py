@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +30,9 @@ MAX_KEY_NAME_CHARS = 100
 MAX_ROTATION_GRACE = timedelta(days=30)
 _VISIBLE_PREFIX_CHARS = 10
 """`rf_` and 7 random characters: enough to tell keys apart in a list, useless to an attacker."""
+
+
+KeyStatus = Literal["active", "expiring", "expired", "revoked"]
 
 
 class KeyNotFound(LookupError):
@@ -68,7 +72,7 @@ class KeyInfo:
     replaced_by_id: uuid.UUID | None
     revoked_at: datetime | None
 
-    def status_at(self, now: datetime) -> str:
+    def status_at(self, now: datetime) -> KeyStatus:
         """`active`, `expiring` (rotated, still in its grace period), `expired` or `revoked`."""
         if self.revoked_at is not None:
             return "revoked"
@@ -83,6 +87,8 @@ class NewKey:
 
     info: KeyInfo
     api_key: str
+    previous: KeyInfo | None = None
+    """For a rotation: the rotated key, with the end of its grace period."""
 
 
 @dataclass(frozen=True)
@@ -256,7 +262,7 @@ async def rotate_api_key(
     old.replaced_by_id = new.info.id
     old.expires_at = now + grace
     await session.flush()
-    return new
+    return NewKey(info=new.info, api_key=new.api_key, previous=_info(old))
 
 
 async def revoke_api_key(
