@@ -164,6 +164,8 @@ class Post(Base):
         UniqueConstraint("tenant_id", "platform", "platform_post_id", name="uq_posts_platform_id"),
         Index("ix_posts_account_posted", "account_id", "posted_at"),
         Index("ix_posts_tenant_tier", "tenant_id", "outlier_tier"),
+        # The order `GET /v1/posts` pages in.
+        Index("ix_posts_tenant_created", "tenant_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)

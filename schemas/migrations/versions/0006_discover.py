@@ -118,6 +118,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_posts_account_posted", "posts", ["account_id", "posted_at"], unique=False)
     op.create_index("ix_posts_tenant_tier", "posts", ["tenant_id", "outlier_tier"], unique=False)
+    op.create_index(
+        "ix_posts_tenant_created", "posts", ["tenant_id", "created_at", "id"], unique=False
+    )
     op.create_table(
         "products",
         sa.Column("id", sa.UUID(), nullable=False),
@@ -329,6 +332,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_project_accounts_account_id"), table_name="project_accounts")
     op.drop_table("project_accounts")
     op.drop_table("products")
+    op.drop_index("ix_posts_tenant_created", table_name="posts")
     op.drop_index("ix_posts_tenant_tier", table_name="posts")
     op.drop_index("ix_posts_account_posted", table_name="posts")
     op.drop_table("posts")
