@@ -174,7 +174,6 @@ class Settings(BaseSettings):
     run_concurrency_enabled: bool = True
     """Per-tenant limits on runs executing at once (the plan's concurrent runs)."""
 
-
     # --- Workers --------------------------------------------------------------------------
     task_queue_prefix: str = "reelflow"
     """Queues are `<prefix>-workflows|media|providers`; another prefix is an isolated family."""
