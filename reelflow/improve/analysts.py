@@ -20,19 +20,21 @@ Analysts block (SDK calls): callers run them on a thread.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from typing import TYPE_CHECKING, Any, Protocol
 
 from reelflow.core.errors import DomainError
 from reelflow.discover.analyzers import TokenUsage
 from reelflow.discover.structured import json_schema_for, parse_structured, validate_structured
 from schemas.failures import FailureCode
-from schemas.improve import Insights, PerformanceSnapshot, VideoPerformanceSummary
+from schemas.improve import (
+    Insights,
+    PerformanceSnapshot,
+    SeriesPerformance,
+    VideoPerformanceSummary,
+)
 
 if TYPE_CHECKING:
     import anthropic
@@ -99,26 +101,15 @@ class VideoInsightContext:
 
 
 @dataclass(frozen=True)
-class EpisodeNumbers:
-    """One episode of a series, as the series analysts read it."""
-
-    title: str
-    summary: VideoPerformanceSummary
-    hashtags: Sequence[str] = ()
-    published_at: str | None = None
-    """ISO date of its first snapshot: when it started being watched."""
-
-
-@dataclass(frozen=True)
 class SeriesInsightContext:
     """Everything an analyst is told about a series (a collection)."""
 
     name: str
-    episodes: Sequence[EpisodeNumbers]
-    """Episodes with at least one snapshot."""
+    performance: SeriesPerformance
+    """The series aggregates: episodes, best and worst, cadence, hashtag effects."""
     usual: Mapping[str, PlatformUsual] = field(default_factory=dict)
-    aggregates: Mapping[str, Any] | None = None
-    """The series aggregates as JSON (best/worst episodes, cadence, hashtags), when known."""
+    traffic_breakdown: Mapping[str, float] = field(default_factory=dict)
+    """Share of the episodes' snapshots per traffic source (0–1), when known."""
 
 
 @dataclass(frozen=True)
@@ -289,36 +280,59 @@ def build_video_prompt(context: VideoInsightContext) -> str:
 
 
 def build_series_prompt(context: SeriesInsightContext) -> str:
-    """The series, episode by episode, with the aggregates and the creator's usual numbers."""
-    lines = [f"Series: {context.name}", f"Episodes with metrics: {len(context.episodes)}", ""]
-    ranked = sorted(context.episodes, key=lambda e: -e.summary.totals.get("views", 0))
-    shown = (
-        ranked
-        if len(ranked) <= MAX_EPISODES
-        else ranked[: MAX_EPISODES // 2] + ranked[-MAX_EPISODES // 2 :]
-    )
-    for episode in shown:
-        totals = episode.summary.totals
-        parts = [
-            f"views {totals.get('views', 0)}",
-            f"likes {totals.get('likes', 0)}",
-            f"shares {totals.get('shares', 0)}",
-        ]
-        if episode.summary.engagement_rate is not None:
-            parts.append(f"engagement {_pct(episode.summary.engagement_rate)}")
-        usual = [p.times_usual for p in episode.summary.platforms if p.times_usual is not None]
-        if usual:
-            parts.append(f"{max(usual):.1f}× usual")
-        if episode.published_at:
-            parts.append(f"first seen {episode.published_at}")
+    """The series, episode by episode, with its aggregates and the creator's usual numbers."""
+    series = context.performance
+    lines = [
+        f"Series: {context.name}",
+        f"Episodes: {series.episodes} ({series.episodes_with_metrics} with metrics), "
+        f"total views {series.total_views:,}",
+    ]
+    if series.median_views is not None:
+        lines.append(f"Median views per episode: {series.median_views:,.0f}")
+    if series.engagement_rate is not None:
+        lines.append(f"Engagement rate: {_pct(series.engagement_rate)}")
+    lines += ["", "Episodes in publishing order:"]
+    episodes = series.episode_list
+    if len(episodes) > MAX_EPISODES:
+        episodes = episodes[-MAX_EPISODES:]
+    for episode in episodes:
+        parts = [f"views {episode.views:,}"]
+        if episode.engagement_rate is not None:
+            parts.append(f"engagement {_pct(episode.engagement_rate)}")
+        if episode.times_series_median is not None:
+            parts.append(f"{episode.times_series_median:.1f}× the series median")
+        if episode.published_at is not None:
+            parts.append(f"published {episode.published_at.date().isoformat()}")
+        if episode.gap_days is not None:
+            parts.append(f"{episode.gap_days:.1f} days after the previous")
         if episode.hashtags:
             parts.append(f"hashtags {' '.join(episode.hashtags)}")
         lines.append(f"- {episode.title}: {', '.join(parts)}")
+    if series.cadence:
+        lines += ["", "Posting cadence (gap since the previous episode → median views):"]
+        lines += [
+            f"- {bucket.label}: {bucket.episodes} episode(s), median views "
+            + (f"{bucket.median_views:,.0f}" if bucket.median_views is not None else "n/a")
+            for bucket in series.cadence
+        ]
+    if series.cadence_correlation is not None:
+        lines.append(f"Rank correlation of gap and views: {series.cadence_correlation:+.2f}")
+    if series.hashtags:
+        lines += ["", "Hashtags (median views, lift against the series median):"]
+        lines += [
+            f"- {effect.hashtag}: {effect.episodes} episode(s), {effect.median_views:,.0f}"
+            + (f", lift {effect.lift:.2f}" if effect.lift is not None else "")
+            for effect in series.hashtags
+        ]
+    if context.traffic_breakdown:
+        breakdown = ", ".join(
+            f"{source} {share * 100:.0f}%"
+            for source, share in sorted(context.traffic_breakdown.items(), key=lambda i: -i[1])
+        )
+        lines.append(f"Traffic breakdown (share of snapshots): {breakdown}")
     usual_lines = _usual_lines(context.usual)
     if usual_lines:
         lines += ["", "The creator's usual numbers (median of their videos):", *usual_lines]
-    if context.aggregates:
-        lines += ["", "Series aggregates (JSON):", json.dumps(context.aggregates, default=str)]
     lines += ["", "Analyze this series' performance."]
     return "\n".join(lines)
 
@@ -607,6 +621,8 @@ DECAY_RATIO = 0.5
 GROWTH_RATIO = 1.5
 """Views per day in the latest interval against the first: below → decaying, above →
 accelerating."""
+CADENCE_CORRELATION = 0.3
+"""A rank correlation of gap and views beyond ±this is reported as a cadence effect."""
 
 
 @dataclass(frozen=True)
@@ -691,8 +707,7 @@ def _findings(context: VideoInsightContext) -> tuple[list[_Finding], list[_Findi
     return strengths, weaknesses
 
 
-def _traffic_insights(summary: VideoPerformanceSummary) -> str:
-    breakdown = summary.traffic_breakdown
+def _traffic_insights(breakdown: Mapping[str, float]) -> str:
     if not breakdown:
         return (
             "No traffic source was recorded with these snapshots, so where the views came from "
@@ -829,7 +844,7 @@ class StatisticalAnalyst:
         insights = Insights(
             strengths=[f.text for f in strengths],
             weaknesses=[f.text for f in weaknesses],
-            traffic_insights=_traffic_insights(context.summary),
+            traffic_insights=_traffic_insights(context.summary.traffic_breakdown),
             patterns=" ".join(patterns),
             recommendations=recommendations,
             next_video_suggestions=suggestions,
@@ -838,118 +853,94 @@ class StatisticalAnalyst:
 
     def analyze_series(self, context: SeriesInsightContext) -> AnalystAnswer:
         """See :meth:`InsightAnalyst.analyze_series`."""
-        episodes = [e for e in context.episodes if e.summary.snapshots > 0]
+        series = context.performance
         strengths: list[str] = []
         weaknesses: list[str] = []
         recommendations: list[str] = []
         suggestions: list[str] = []
         patterns: list[str] = []
-
-        def views(episode: EpisodeNumbers) -> int:
-            return episode.summary.totals.get("views", 0)
-
-        ranked = sorted(episodes, key=views, reverse=True)
-        if ranked:
-            best, worst = ranked[0], ranked[-1]
-            strengths.append(f'best episode: "{best.title}" with {views(best):,} views')
-            times = [p.times_usual for p in best.summary.platforms if p.times_usual is not None]
-            if times and max(times) >= HIGH_TIMES_USUAL:
-                strengths.append(f'"{best.title}" reached {max(times):.1f}× your usual views')
-            if len(ranked) > 1:
-                weaknesses.append(f'weakest episode: "{worst.title}" with {views(worst):,} views')
-                recommendations.append(
-                    f'Make the next episodes more like "{best.title}" and less like '
-                    f'"{worst.title}": compare their hooks and topics.'
+        for episode in series.best_episodes:
+            times = episode.times_series_median
+            if times is not None and times >= HIGH_TIMES_USUAL:
+                strengths.append(
+                    f'"{episode.title}" drew {times:.1f}× the series\' median views '
+                    f"({episode.views:,})"
                 )
-                suggestions.append(f'A sequel to "{best.title}", the series\' best episode.')
-            engagement = [
-                (e.summary.engagement_rate, e) for e in episodes if e.summary.engagement_rate
-            ]
-            if len(engagement) > 1:
-                top_rate, top = max(engagement, key=lambda item: item[0])
-                strengths.append(f'most engaging: "{top.title}" at {_pct(top_rate)}')
-        # Posting cadence against performance: do episodes posted soon after another do worse?
-        dated = sorted((e for e in episodes if e.published_at), key=lambda e: e.published_at or "")
-        if len(dated) >= 3:
-            gaps = []
-            for before, after in itertools.pairwise(dated):
-                gap = (
-                    date.fromisoformat((after.published_at or "")[:10])
-                    - date.fromisoformat((before.published_at or "")[:10])
-                ).days
-                gaps.append((gap, views(after)))
-            close = [v for g, v in gaps if g <= 2]
-            spaced = [v for g, v in gaps if g > 2]
-            if close and spaced:
-                close_mean = sum(close) / len(close)
-                spaced_mean = sum(spaced) / len(spaced)
-                faster = "better" if close_mean > spaced_mean else "worse"
+        for episode in series.worst_episodes:
+            times = episode.times_series_median
+            if times is not None and times <= 1 / HIGH_TIMES_USUAL:
+                weaknesses.append(
+                    f'"{episode.title}" drew only {times:.1f}× the series\' median views '
+                    f"({episode.views:,})"
+                )
+        best = series.best_episodes[0] if series.best_episodes else None
+        worst = series.worst_episodes[0] if series.worst_episodes else None
+        if best is not None and worst is not None and best.video_id != worst.video_id:
+            recommendations.append(
+                f'Make the next episodes more like "{best.title}" than "{worst.title}": '
+                "compare their hooks, topics and lengths."
+            )
+            suggestions.append(f'A follow-up to "{best.title}", the series\' best episode.')
+        lifted = [e for e in series.hashtags if e.lift is not None and e.episodes >= 2]
+        for effect in lifted:
+            lift = effect.lift or 0.0
+            if lift >= HIGH_RATE_RATIO:
+                strengths.append(
+                    f"episodes tagged {effect.hashtag} get {lift:.1f}× the series' median views"
+                )
+                suggestions.append(f"Keep {effect.hashtag} on the next episodes.")
+            elif lift <= 1 / HIGH_RATE_RATIO:
+                weaknesses.append(
+                    f"episodes tagged {effect.hashtag} get only {lift:.1f}× the series' "
+                    "median views"
+                )
+                recommendations.append(f"Drop or replace {effect.hashtag}.")
+        correlation = series.cadence_correlation
+        if correlation is not None:
+            if correlation <= -CADENCE_CORRELATION:
                 patterns.append(
-                    f"Episodes posted within two days of the previous one average "
-                    f"{close_mean:,.0f} views against {spaced_mean:,.0f} for those spaced "
-                    f"further apart: a faster cadence has done {faster}."
+                    f"Episodes posted soon after the previous one do better (gap against "
+                    f"views: {correlation:+.2f}): a steady, frequent cadence pays."
                 )
-                recommendations.append(
-                    "Post episodes "
-                    + ("close together" if faster == "better" else "a few days apart")
-                    + ", the cadence that has worked for this series."
+                recommendations.append("Post episodes closer together.")
+            elif correlation >= CADENCE_CORRELATION:
+                patterns.append(
+                    f"Episodes posted after a longer break do better (gap against views: "
+                    f"{correlation:+.2f}): the audience rewards waiting for an episode."
                 )
+                recommendations.append("Space episodes further apart.")
             else:
                 patterns.append(
-                    f"Median gap between episodes: {sorted(g for g, _ in gaps)[len(gaps) // 2]} "
-                    "day(s)."
+                    f"Posting cadence shows no clear effect on views ({correlation:+.2f})."
                 )
-        # Hashtag effectiveness: mean views of episodes carrying each hashtag.
-        tagged: dict[str, list[int]] = {}
-        for episode in episodes:
-            for tag in episode.hashtags:
-                tagged.setdefault(tag.lower(), []).append(views(episode))
-        if tagged and episodes:
-            overall = sum(views(e) for e in episodes) / len(episodes)
-            effective = sorted(
-                ((sum(v) / len(v), tag) for tag, v in tagged.items() if len(v) >= 2),
-                reverse=True,
+        rated = [b for b in series.cadence if b.median_views is not None and b.episodes > 0]
+        if len(rated) > 1:
+            top = max(rated, key=lambda b: b.median_views or 0.0)
+            patterns.append(
+                f"The best cadence so far: {top.label} ({top.episodes} episode(s), median "
+                f"{top.median_views or 0:,.0f} views)."
             )
-            if effective and overall > 0:
-                mean, tag = effective[0]
-                if mean >= overall * 1.2:
-                    strengths.append(
-                        f"episodes tagged {tag} average {mean:,.0f} views against "
-                        f"{overall:,.0f} for the series"
-                    )
-                    suggestions.append(f"Keep {tag} on the next episodes.")
-                low_mean, low_tag = effective[-1]
-                if low_tag != tag and low_mean <= overall * 0.8:
-                    weaknesses.append(
-                        f"episodes tagged {low_tag} average only {low_mean:,.0f} views"
-                    )
-        if not episodes:
+        if series.episodes_with_metrics == 0:
             patterns.append("No episode has metrics yet.")
+        elif series.episodes_with_metrics < 3:
+            patterns.append(
+                f"Only {series.episodes_with_metrics} episode(s) have metrics: too few to "
+                "tell patterns from chance."
+            )
         if not suggestions:
-            suggestions.append("Keep posting and recording metrics so episodes can be compared.")
-        traffic: dict[str, float] = {}
-        for episode in episodes:
-            for source, share in episode.summary.traffic_breakdown.items():
-                traffic[source] = traffic.get(source, 0.0) + share / len(episodes)
+            suggestions.append(
+                "Change one thing per episode (hook, length, posting day) and record metrics, "
+                "so the series shows what works."
+            )
         insights = Insights(
             strengths=strengths,
             weaknesses=weaknesses,
-            traffic_insights=_traffic_insights(
-                VideoPerformanceSummary(
-                    video_id=episodes[0].summary.video_id if episodes else _NO_VIDEO,
-                    snapshots=0,
-                    traffic_breakdown=traffic,
-                )
-            ),
+            traffic_insights=_traffic_insights(dict(context.traffic_breakdown)),
             patterns=" ".join(patterns),
             recommendations=recommendations,
             next_video_suggestions=suggestions,
         )
         return AnalystAnswer(insights, STATISTICAL_ANALYST, None)
-
-
-_NO_VIDEO = uuid.UUID(int=0)
-"""The summary that carries a series' traffic mix names no single video."""
 
 
 # --- building ------------------------------------------------------------------------------------
