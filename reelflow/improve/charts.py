@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import matplotlib
 import numpy as np
@@ -81,10 +81,34 @@ MAX_LABELLED_EPISODES = 30
 would be ink, not information."""
 _MAX_TITLE_CHARS = 28
 
+MAX_SERIES_POINTS = 400
+
 NO_DATA_MESSAGE = "No performance numbers yet.\nAdd a snapshot to see this chart."
 
 
 # --- inputs that are not a single model ----------------------------------------------------
+
+
+class ViewCount(Protocol):
+    """What a views total needs of a snapshot; `PerformanceSnapshot` is one, and so is a
+    `ViewsPoint` read without the rest of the row."""
+
+    @property
+    def video_id(self) -> uuid.UUID: ...
+    @property
+    def platform(self) -> str: ...
+    @property
+    def views(self) -> int: ...
+    @property
+    def recorded_at(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class ViewsPoint:
+    video_id: uuid.UUID
+    platform: str
+    views: int
+    recorded_at: datetime
 
 
 @dataclass(frozen=True)
@@ -106,7 +130,7 @@ class EpisodeBar:
     title: str
     views: int
     times_usual: float | None = None
-    """views ÷ the tenant's usual views ("x× your usual"); None without a baseline."""
+    """views ÷ the usual views the chart compares with ("x× usual"); None without one."""
     video_id: uuid.UUID | None = None
 
 
@@ -116,6 +140,8 @@ class SeriesEpisodes:
 
     episodes: Sequence[EpisodeBar] = field(default_factory=tuple)
     usual_views: float | None = None
+    usual_label: str = "series median"
+    """What `usual_views` is, as the dashed line's label says."""
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -166,7 +192,7 @@ def fingerprint(name: str, *inputs: object) -> str:
 def _plain(value: object) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
-    if isinstance(value, VersionLine | EpisodeBar | SeriesEpisodes):
+    if isinstance(value, VersionLine | EpisodeBar | SeriesEpisodes | ViewsPoint):
         return {k: _plain(v) for k, v in vars(value).items()}
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -358,7 +384,7 @@ def series_comparison(series: SeriesEpisodes) -> Figure:
         axes.text(
             1.0,
             series.usual_views,
-            f" your usual\n {series.usual_views:,.0f}",
+            f" {series.usual_label}\n {series.usual_views:,.0f}",
             transform=axes.get_yaxis_transform(),
             va="center",
             ha="left",
@@ -391,13 +417,18 @@ def series_comparison(series: SeriesEpisodes) -> Figure:
     return figure
 
 
-def series_views(snapshots_by_episode: Mapping[uuid.UUID, Sequence[PerformanceSnapshot]]) -> Figure:
-    """The whole series' views over time: each episode's latest views, summed."""
+def series_views(points: Iterable[ViewCount]) -> Figure:
+    """The whole series' views over time: each episode's latest views, summed.
+
+    One point per UTC day once the series has more snapshots than `MAX_SERIES_POINTS`: the
+    line stays as readable and the SVG stays small for a series of hundreds of episodes.
+    """
     figure, axes = _figure("Series views over time")
-    everything = [row for rows in snapshots_by_episode.values() for row in rows]
-    timeline = total_views_timeline(everything)
+    timeline = total_views_timeline(points)
     if not timeline:
         return _no_data(figure, axes)
+    if len(timeline) > MAX_SERIES_POINTS:
+        timeline = _last_per_day(timeline)
     axes.step(
         _dates(when for when, _ in timeline),
         [views for _, views in timeline],
@@ -420,7 +451,7 @@ def series_views(snapshots_by_episode: Mapping[uuid.UUID, Sequence[PerformanceSn
 # --- numbers ---------------------------------------------------------------------------------
 
 
-def total_views_timeline(snapshots: Iterable[PerformanceSnapshot]) -> list[tuple[datetime, int]]:
+def total_views_timeline(snapshots: Iterable[ViewCount]) -> list[tuple[datetime, int]]:
     """Views summed over every (video, platform) at each moment a snapshot arrives.
 
     Snapshots are cumulative counts, so the total at a moment is the sum of each
@@ -429,7 +460,7 @@ def total_views_timeline(snapshots: Iterable[PerformanceSnapshot]) -> list[tuple
     latest: dict[tuple[uuid.UUID, str], int] = {}
     total = 0
     timeline: list[tuple[datetime, int]] = []
-    for row in sorted(snapshots, key=lambda r: (_utc(r.recorded_at), str(r.id))):
+    for row in sorted(snapshots, key=lambda r: _utc(r.recorded_at)):
         key = (row.video_id, str(row.platform))
         total += row.views - latest.get(key, 0)
         latest[key] = row.views
@@ -439,6 +470,13 @@ def total_views_timeline(snapshots: Iterable[PerformanceSnapshot]) -> list[tuple
         else:
             timeline.append((when, total))
     return timeline
+
+
+def _last_per_day(timeline: Sequence[tuple[datetime, int]]) -> list[tuple[datetime, int]]:
+    days: dict[object, tuple[datetime, int]] = {}
+    for when, views in timeline:
+        days[when.date()] = (when, views)
+    return list(days.values())
 
 
 def _engagement_rate(row: PerformanceSnapshot) -> float | None:
