@@ -373,8 +373,7 @@ async def series_view_points(
         .order_by(VideoPerformance.recorded_at, VideoPerformance.video_id)
     )
     return [
-        charts.ViewsPoint(video_id=v, platform=p, views=n, recorded_at=t)
-        for v, p, n, t in rows.tuples()
+        charts.ViewsPoint(video_id=v, platform=p, views=n, recorded_at=t) for v, p, n, t in rows
     ]
 
 
