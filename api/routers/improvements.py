@@ -16,12 +16,11 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -42,7 +41,6 @@ from schemas.generation import (
 )
 from schemas.generation_activities import APPROVE_UPDATE
 from schemas.generation_tables import Generation
-from schemas.improve_tables import VideoPerformance
 from schemas.improvement import (
     TERMINAL_IMPROVEMENT_STATUSES,
     ImprovementAccepted,
@@ -55,7 +53,6 @@ from schemas.improvement import (
     VersionHistory,
 )
 from schemas.improvement_run_tables import Improvement
-from schemas.tables import Video
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +78,6 @@ def _domain(err: DomainError) -> ApiError:
     """What does not exist (for this tenant) is a 404 under its own code; else a 422."""
     status = 404 if err.code.endswith("not_found") else 422
     return ApiError(status, err.code, err.message)
-
-
-async def _video(session: SessionDep, tenant: TenantContext, raw_id: str) -> Video:
-    video = await session.scalar(
-        select(Video).where(Video.id == _uuid(raw_id, "video"), Video.tenant_id == tenant.id)
-    )
-    if video is None:
-        raise not_found("video", raw_id)
-    return video
 
 
 async def _improvement(session: SessionDep, tenant: TenantContext, raw_id: str) -> Improvement:
@@ -147,47 +135,19 @@ async def create_improvement(
     provider = _provider(body, resources)
     max_cost = _max_cost(body)
     async with resources.sessions() as session:
-        video = await _video(session, tenant, video_id)
-        has_metrics = await session.scalar(
-            select(
-                exists().where(
-                    VideoPerformance.video_id == video.id,
-                    VideoPerformance.tenant_id == tenant.id,
-                )
+        try:
+            row = await improvements.request_improvement(
+                session,
+                tenant_id=tenant.id,
+                video_id=_uuid(video_id, "video"),
+                provider=provider,
+                max_cost_usd=max_cost,
+                approve_over_budget=body.approve_over_budget,
             )
-        )
-        if not has_metrics:
-            raise ApiError(
-                409,
-                "no_insights",
-                f"video {video.id} has no performance metrics yet: add some "
-                "(POST /v1/videos/{id}/performance) before improving it",
-            )
-        running = await session.scalar(
-            select(Improvement.id)
-            .where(
-                Improvement.tenant_id == tenant.id,
-                Improvement.video_id == video.id,
-                Improvement.status.not_in([s.value for s in TERMINAL_IMPROVEMENT_STATUSES]),
-            )
-            .limit(1)
-        )
-        if running is not None:
-            raise ApiError(
-                409,
-                "improvement_running",
-                f"improvement {running} of video {video.id} is still running; follow it, or "
-                "cancel it first",
-            )
-        row = await improvements.create_improvement(
-            session,
-            tenant_id=tenant.id,
-            video=video,
-            provider=provider
-            or await improvements.default_provider(session, tenant_id=tenant.id, video=video),
-            max_cost_usd=max_cost,
-            approve_over_budget=body.approve_over_budget,
-        )
+        except DomainError as err:
+            raise _domain(err) from None
+        except improvements.ImprovementRefused as exc:
+            raise ApiError(409, exc.code, exc.message) from None
         await session.commit()
         try:
             workflow_id = await improvements.start_improvement(
@@ -198,11 +158,7 @@ async def create_improvement(
             )
         except Exception:  # no run exists: say so on the row, which would stay queued
             logger.exception("could not start improvement %s", row.id)
-            row.status = ImprovementStatus.FAILED.value
-            row.error_code = "start_failed"
-            row.error_message = "the improvement run could not be started; request it again"
-            row.completed_at = datetime.now(UTC)
-            await session.commit()
+            await improvements.mark_start_failed(session, row)
             raise ApiError(
                 503,
                 "temporal_unavailable",

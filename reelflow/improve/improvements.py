@@ -20,11 +20,12 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.common import (
@@ -44,8 +45,10 @@ from schemas.generation import AUTO_PROVIDER, ApprovalState, GenerationStatus
 from schemas.generation_tables import Generation
 from schemas.improve import Insights
 from schemas.improve_activities import IMPROVE_WORKFLOW
+from schemas.improve_tables import VideoPerformance
 from schemas.improvement import (
     MAX_IMPROVED_PROMPT_CHARS,
+    TERMINAL_IMPROVEMENT_STATUSES,
     ChangeKind,
     ImproveInput,
     ImprovementDetail,
@@ -696,6 +699,85 @@ async def create_improvement(
     session.add(row)
     await session.flush()
     return row
+
+
+class ImprovementRefused(Exception):
+    """The video cannot be improved now; `code` says why (the API answers 409)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def request_improvement(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    video_id: uuid.UUID,
+    provider: str | None,
+    max_cost_usd: Decimal | None,
+    approve_over_budget: bool,
+) -> Improvement:
+    """Check that `video_id` can be improved now and write its queued improvement.
+
+    The caller commits, then starts the run (`start_improvement`).
+
+    Raises:
+        DomainError: `VIDEO_NOT_FOUND` (also another tenant's video).
+        ImprovementRefused: `no_insights` (no metrics yet: nothing to improve on),
+            `improvement_running` (another improvement of the video is still running).
+    """
+    video = await session.scalar(
+        select(Video).where(Video.id == video_id, Video.tenant_id == tenant_id)
+    )
+    if video is None:
+        raise DomainError(FailureCode.VIDEO_NOT_FOUND, f"no video with id {video_id}")
+    has_metrics = await session.scalar(
+        select(
+            exists().where(
+                VideoPerformance.video_id == video.id, VideoPerformance.tenant_id == tenant_id
+            )
+        )
+    )
+    if not has_metrics:
+        raise ImprovementRefused(
+            FailureCode.NO_INSIGHTS.value,
+            f"video {video.id} has no performance metrics yet: add some "
+            "(POST /v1/videos/{id}/performance) before improving it",
+        )
+    running = await session.scalar(
+        select(Improvement.id)
+        .where(
+            Improvement.tenant_id == tenant_id,
+            Improvement.video_id == video.id,
+            Improvement.status.not_in([s.value for s in TERMINAL_IMPROVEMENT_STATUSES]),
+        )
+        .limit(1)
+    )
+    if running is not None:
+        raise ImprovementRefused(
+            "improvement_running",
+            f"improvement {running} of video {video.id} is still running; follow it, or "
+            "cancel it first",
+        )
+    return await create_improvement(
+        session,
+        tenant_id=tenant_id,
+        video=video,
+        provider=provider or await default_provider(session, tenant_id=tenant_id, video=video),
+        max_cost_usd=max_cost_usd,
+        approve_over_budget=approve_over_budget,
+    )
+
+
+async def mark_start_failed(session: AsyncSession, row: Improvement) -> None:
+    """No run exists for the row (the engine refused it): say so instead of `queued`."""
+    row.status = ImprovementStatus.FAILED.value
+    row.error_code = "start_failed"
+    row.error_message = "the improvement run could not be started; request it again"
+    row.completed_at = datetime.now(UTC)
+    await session.commit()
 
 
 def improve_search_attributes(tenant_id: str, video_id: str) -> TypedSearchAttributes:
