@@ -16,10 +16,11 @@ One call of :meth:`Retriever.retrieve`:
    settable boosts (seed 004),
    ``score = relevance + recency_boost * recency + popularity_boost * popularity``, where
    recency is 1 for a video created now and halves every :data:`RECENCY_HALF_LIFE_DAYS`
-   days, and popularity is a 0..1 figure per video from a :class:`PopularitySource`. There
-   are no performance metrics yet, so the default source says 0 for every video: the
-   popularity boost is a hook that the metrics pipeline will feed. Both boosts default to 0,
-   so ranking is by similarity alone unless configured.
+   days, and popularity is a 0..1 figure per video from a :class:`PopularitySource`: by
+   default :class:`MetricsPopularity`, the video's performance metrics (latest views summed
+   over platforms, log-scaled against the tenant's most viewed video, see
+   :func:`reelflow.improve.aggregates.popularity`); a video without metrics scores 0. Both
+   boosts default to 0, so ranking is by similarity alone unless configured.
 5. **Budget**: passages go into the prompt best first while their estimated tokens fit the
    context budget (8,000 by default), at most :data:`MAX_PASSAGES` of them.
 
@@ -180,13 +181,27 @@ class PopularitySource(Protocol):
 
 
 class NoPopularity:
-    """The default: no performance metrics exist yet, so every video scores 0."""
+    """Every video scores 0: ranking ignores how videos performed."""
 
     async def scores(
         self, session: AsyncSession, tenant_id: uuid.UUID, video_ids: Sequence[uuid.UUID]
     ) -> Mapping[uuid.UUID, float]:
         """See :meth:`PopularitySource.scores`."""
         return {}
+
+
+class MetricsPopularity:
+    """The default: popularity from the videos' performance metrics (the Improve pipeline's
+    snapshots), read in the retrieval's own session, scoped to the tenant."""
+
+    async def scores(
+        self, session: AsyncSession, tenant_id: uuid.UUID, video_ids: Sequence[uuid.UUID]
+    ) -> Mapping[uuid.UUID, float]:
+        """See :meth:`PopularitySource.scores`."""
+        # Imported here: chat needs the metrics only when the popularity boost is on.
+        from reelflow.improve.aggregates import popularity
+
+        return await popularity(session, tenant_id=tenant_id, video_ids=list(video_ids))
 
 
 # --- cache -------------------------------------------------------------------------------------
@@ -320,7 +335,8 @@ class Retriever:
             context_tokens: Budget of estimated passage tokens per prompt.
             recency_boost: Weight of recency (0..1) added to similarity.
             popularity_boost: Weight of popularity (0..1) added to similarity.
-            popularity: Where popularity comes from; default: 0 for every video.
+            popularity: Where popularity comes from; default: the videos' performance
+                metrics (:class:`MetricsPopularity`).
             candidates: Chunks fetched from the index before ranking.
             max_passages: Passages per prompt at most.
             now: The clock recency is measured against.
@@ -332,7 +348,7 @@ class Retriever:
         self.context_tokens = context_tokens
         self.recency_boost = recency_boost
         self.popularity_boost = popularity_boost
-        self._popularity = popularity or NoPopularity()
+        self._popularity = popularity or MetricsPopularity()
         self._candidates = candidates
         self._max_passages = max_passages
         self._now = now
