@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -344,3 +345,44 @@ async def test_keys_are_stored_and_logged_only_as_hashes(
         ).scalar_one()
     assert secret not in dump and secret[10:] not in dump
     assert secret not in caplog.text and alice.api_key not in caplog.text
+
+
+def test_the_cli_creates_lists_rotates_and_revokes_keys(
+    alice: TenantKey, api_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from reelflow.core.key_commands import app as keys_cli
+
+    monkeypatch.setenv("DATABASE_URL", api_database_url)
+    monkeypatch.setenv("REELFLOW_TENANT_ID", str(alice.tenant_id))
+    runner = CliRunner()
+
+    def run(*args: str) -> object:
+        result = runner.invoke(keys_cli, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    created = run("create", "--name", "cron", "--scope", "read")
+    assert isinstance(created, dict) and created["scopes"] == ["read"]
+    assert str(created["api_key"]).startswith("rf_")
+    listed = run("list")
+    assert isinstance(listed, list)
+    assert [k["name"] for k in listed] == ["cron", "default"]
+    assert created["api_key"] not in json.dumps(listed)
+
+    rotated = run("rotate", str(created["key_id"]), "--grace", "60")
+    assert isinstance(rotated, dict) and rotated["previous"]["status"] == "expiring"
+    revoked = run("revoke", str(rotated["key_id"]))
+    assert isinstance(revoked, dict) and revoked["status"] == "revoked"
+
+    refused = runner.invoke(keys_cli, ["rotate", str(rotated["key_id"])])
+    assert refused.exit_code == 1 and "revoked" in refused.output
+    unknown = runner.invoke(keys_cli, ["revoke", str(uuid.uuid4())])
+    assert unknown.exit_code == 1 and "no key" in unknown.output
+    bad_scope = runner.invoke(keys_cli, ["create", "--scope", "root"])
+    assert bad_scope.exit_code == 2 and "unknown scope" in bad_scope.output
+    last_admin = runner.invoke(keys_cli, ["revoke", str(listed[1]["key_id"])])
+    assert last_admin.exit_code == 1 and "last admin key" in last_admin.output
