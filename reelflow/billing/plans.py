@@ -12,14 +12,16 @@ plan        $/month videos seconds storage ingest  AI $      projects runs  req/
 free        0       10     80      1 GB    30 min  1         5        1     10     0
 premium     29      100    800     10 GB   300 min 5         ∞        2     20     25
 starter     49      150    1 200   25 GB   600 min 10        20       3     20     40
-pro         149     500    4 000   100 GB  2 000   30        ∞        5     50     120
-agency      499     2 000  16 000  500 GB  8 000   100       ∞        10    100    400
+pro         149     400    3 200   100 GB  2 000   30        ∞        5     50     100
+agency      499     1 500  12 000  500 GB  8 000   100       ∞        10    100    400
 =========== ======= ====== ======= ======= ======= ========= ======== ===== ====== =======
 
 * Seed 001: Free is 5 projects and 10 videos a month; Premium ($29) is unlimited projects,
   100 videos a month and Sora generation. Seed 003 sells Starter / Pro / Agency at
-  $49 / $149 / $499 without limits: we scale Premium's 100 videos roughly with price, less
-  a volume discount on the higher tiers (assumption).
+  $49 / $149 / $499 without limits: Starter scales Premium's 100 videos with price; Pro
+  and Agency keep the seconds the generation quota gave them before this table (3 200 and
+  12 000, i.e. 4x and 15x Premium), which is a volume discount on the dearer tiers
+  (assumption).
 * Generated seconds are the videos counted at 8 s each (the middle of Sora's 4–15 s), so
   neither limit alone lets one long clip eat the month (assumption, as before this table).
 * Seed 003 gives 10 requests per 10 s as the default tier; paid tiers get more
@@ -133,22 +135,22 @@ PLANS: MappingProxyType[str, PlanLimits] = MappingProxyType(
         "pro": PlanLimits(
             name="pro",
             price_usd_month=Decimal(149),
-            videos_per_month=500,
-            generated_seconds_per_month=4000,
+            videos_per_month=400,
+            generated_seconds_per_month=3200,
             storage_gb=Decimal(100),
             ingest_minutes_per_month=2000,
             ai_credits_usd_per_month=Decimal(30),
             projects=UNLIMITED,
             concurrent_runs=5,
             requests_per_10s=50,
-            generation_budget_usd=Decimal(120),
+            generation_budget_usd=Decimal(100),
             sora=True,
         ),
         "agency": PlanLimits(
             name="agency",
             price_usd_month=Decimal(499),
-            videos_per_month=2000,
-            generated_seconds_per_month=16000,
+            videos_per_month=1500,
+            generated_seconds_per_month=12000,
             storage_gb=Decimal(500),
             ingest_minutes_per_month=8000,
             ai_credits_usd_per_month=Decimal(100),

@@ -1,41 +1,29 @@
-"""Plans and the generation quota: reserve before a provider is called, settle or release after.
+"""The generation quota: reserve before a provider is called, settle or release after.
 
-Each plan gives a tenant, per calendar month (UTC):
+Each plan in the plan table (`reelflow.billing.plans`) gives a tenant, per billing period
+(monthly, from its billing anchor; see `reelflow.billing.usage`):
 
-* a **quota of generated video-seconds**, a hard limit: a request that would go over it
-  is refused with ``quota_exceeded`` before anything is submitted; a request that brings
-  usage to 80 % or more gets a warning in the API response;
+* **generated videos** and **generated video-seconds**, hard limits: a request that would
+  go over either is refused with ``quota_exceeded`` before anything is submitted; a
+  request that brings usage to 80 % or more gets a warning in the API response;
 * a **budget in dollars**, a soft limit: a generation whose estimate is over what is
   left of it waits for approval (see the generation workflow).
 
-The tiers come from the seeds. Seed 001 prices a free tier at 10 videos a month and a
-$29 premium tier at 100; seed 003 sells Starter / Pro / Agency at $49 / $149 / $499.
-Counted at 8 s per video (the middle of Sora's 4–15 s), that gives:
-
-=========== ============== ============= ===============================================
-plan        video-seconds  budget (USD)  from
-=========== ============== ============= ===============================================
-free        80             0             seed 001 free tier: 10 videos; paid providers
-                                         always need approval (seed 001 has no Sora in it)
-creator     800            25            seed 001 premium ($29): 100 videos
-pro         3 200          100           seed 003 Pro ($149): 4x creator
-enterprise  12 000         400           seed 003 Agency ($499)
-=========== ============== ============= ===============================================
-
-The budgets are our choice: about the plan's price less a margin, so paid generation
-inside the plan never needs a person and anything beyond it does.
+Plan names used before the plan table still resolve: ``creator`` is now ``premium`` and
+``enterprise`` is ``agency`` (`reelflow.billing.plans.canonical_plan_name`).
 
 **Atomicity.** Every change locks the tenant's `quota_usage` row for the period
-(``SELECT … FOR UPDATE``) in the caller's transaction, so two concurrent requests can
-never both take the last seconds. **Idempotency.** A reservation is keyed by generation
-id: reserving again returns the existing reservation; commit and release act once.
+(``SELECT … FOR UPDATE``) in the caller's transaction, then the videos meter's row, so two
+concurrent requests can never both take the last seconds or the last video.
+**Idempotency.** A reservation is keyed by generation id: reserving again returns the
+existing reservation; commit and release act once, on seconds and videos alike.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
 
@@ -43,10 +31,18 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from reelflow.billing import usage as billing_usage
+from reelflow.billing.plans import (
+    LEGACY_PLAN_NAMES,
+    PlanLimits,
+    canonical_plan_name,
+    plan_limits,
+)
+from reelflow.billing.plans import PLANS as PLAN_TABLE
+from reelflow.billing.plans import WARNING_FRACTION as WARNING_FRACTION
+from reelflow.billing.plans import UnknownPlan as UnknownPlan
+from reelflow.billing.usage import Meter, period_for
 from schemas.generation_tables import QuotaReservation, QuotaUsage
-
-WARNING_FRACTION = 0.8
-"""Usage at or above this share of the quota gets a warning."""
 
 RESERVED = "reserved"
 COMMITTED = "committed"
@@ -55,55 +51,58 @@ RELEASED = "released"
 
 @dataclass(frozen=True)
 class Plan:
-    """What a plan allows per month.
+    """What a plan allows generation per period (a view of the plan table).
 
     Attributes:
-        name: ``free``, ``creator``, ``pro`` or ``enterprise``.
+        name: The plan's name in the plan table.
         monthly_video_seconds: Hard limit on generated seconds.
         monthly_budget_usd: Generation dollars that need no approval.
+        monthly_videos: Hard limit on generated videos.
     """
 
     name: str
     monthly_video_seconds: int
     monthly_budget_usd: Decimal
+    monthly_videos: int = 0
+
+    @classmethod
+    def of(cls, limits: PlanLimits) -> Plan:
+        return cls(
+            limits.name,
+            limits.generated_seconds_per_month,
+            limits.generation_budget_usd,
+            limits.videos_per_month,
+        )
 
 
 PLANS: MappingProxyType[str, Plan] = MappingProxyType(
     {
-        "free": Plan("free", 80, Decimal(0)),
-        "creator": Plan("creator", 800, Decimal(25)),
-        "pro": Plan("pro", 3200, Decimal(100)),
-        "enterprise": Plan("enterprise", 12000, Decimal(400)),
+        **{name: Plan.of(limits) for name, limits in PLAN_TABLE.items()},
+        **{old: Plan.of(PLAN_TABLE[new]) for old, new in LEGACY_PLAN_NAMES.items()},
     }
 )
+"""Every plan by name, former names (``creator``, ``enterprise``) included."""
 
 
 def plan_named(name: str) -> Plan:
-    """The plan called `name`.
+    """The plan called `name` (a former plan name gives the plan it now means).
 
     Raises:
         UnknownPlan: no plan has that name.
     """
-    try:
-        return PLANS[name]
-    except KeyError:
-        raise UnknownPlan(f"unknown plan {name!r}; choose one of {', '.join(PLANS)}") from None
+    return PLANS[canonical_plan_name(name)]
 
 
-def period_of(moment: datetime) -> str:
-    """The billing period of a moment: its calendar month in UTC, e.g. ``"2026-11"``."""
-    utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return f"{utc.year:04d}-{utc.month:02d}"
+def period_of(moment: datetime, anchor_day: int = 1) -> str:
+    """The name of the billing period containing `moment` (see `reelflow.billing.usage`).
 
-
-class UnknownPlan(ValueError):
-    """A tenant or request names a plan that does not exist."""
-
-    code = "plan_unknown"
+    With the default anchor, the calendar month in UTC, e.g. ``"2026-11"``.
+    """
+    return period_for(anchor_day, moment).name
 
 
 class QuotaExceeded(Exception):
-    """The request would take the tenant over its plan's monthly video-seconds.
+    """The request would take the tenant over its plan's generated videos or video-seconds.
 
     Attributes:
         code: Always ``quota_exceeded``.
@@ -162,7 +161,7 @@ class QuotaSnapshot:
         return (
             f"this generation needs {seconds} video-seconds but only {max(0, left)} of the "
             f"{self.plan.name} plan's {self.plan.monthly_video_seconds} per month are left "
-            f"in {self.period}; upgrade the plan or wait for next month"
+            f"in the period {self.period}; {billing_usage.upgrade_hint(self.plan.name)}"
         )
 
 
@@ -182,10 +181,12 @@ class Reservation:
     budget_left_usd: Decimal
     state: str
     created: bool
+    videos_warning: str | None = None
 
     @property
     def warning(self) -> str | None:
-        return self.snapshot.warning()
+        """The seconds warning, else the videos one (each from 80 % of its limit)."""
+        return self.snapshot.warning() or self.videos_warning
 
 
 async def snapshot(
@@ -262,7 +263,7 @@ async def reserve(
     existing_period = await session.scalar(
         select(QuotaReservation.period).where(QuotaReservation.generation_id == generation_id)
     )
-    period = existing_period or period_of(now)
+    period = existing_period or (await billing_usage.current_period(session, tenant_id, now)).name
     usage = await _locked_usage(session, tenant_id=tenant_id, plan=plan, period=period)
     existing = (
         await session.execute(
@@ -279,6 +280,18 @@ async def reserve(
     refusal = usage.refusal(seconds)
     if refusal is not None:
         raise QuotaExceeded(refusal)
+    try:
+        videos = await billing_usage.reserve(
+            session,
+            tenant_id=tenant_id,
+            meter=Meter.VIDEOS,
+            amount=Decimal(1),
+            work_id=str(generation_id),
+            now=now,
+            plan=plan_limits(plan.name),
+        )
+    except billing_usage.QuotaExceeded as exc:
+        raise QuotaExceeded(exc.message) from None
     budget_left = usage.budget_left_usd
     await session.execute(
         update(QuotaUsage)
@@ -311,7 +324,7 @@ async def reserve(
         usage.spent_usd,
         usage.reserved_usd + cost_usd,
     )
-    return Reservation(after, budget_left, RESERVED, created=True)
+    return Reservation(after, budget_left, RESERVED, created=True, videos_warning=videos.warning)
 
 
 async def _lock_reservation(
@@ -368,6 +381,7 @@ async def commit(session: AsyncSession, *, generation_id: uuid.UUID, cost_usd: D
         .where(QuotaReservation.generation_id == generation_id)
         .values(state=COMMITTED, cost_usd=cost_usd)
     )
+    await billing_usage.commit(session, meter=Meter.VIDEOS, work_id=str(generation_id))
     return True
 
 
@@ -394,4 +408,5 @@ async def release(session: AsyncSession, *, generation_id: uuid.UUID) -> bool:
         .where(QuotaReservation.generation_id == generation_id)
         .values(state=RELEASED)
     )
+    await billing_usage.release(session, meter=Meter.VIDEOS, work_id=str(generation_id))
     return True
