@@ -174,6 +174,27 @@ class Settings(BaseSettings):
     run_concurrency_enabled: bool = True
     """Per-tenant limits on runs executing at once (the plan's concurrent runs)."""
 
+    # Plans and Stripe billing (reelflow/billing/).
+    stripe_api_key: SecretStr | None = None
+    """Stripe's secret key. Unset (the embedded default) turns billing off: plans are
+    assigned with `reelflow tenants`, and the checkout, portal and webhook routes are 404."""
+    stripe_webhook_secret: SecretStr | None = None
+    """The `whsec_…` secret of the webhook endpoint; required when billing is on."""
+    stripe_api_base: str = ""
+    """Where the Stripe SDK sends requests; empty is Stripe itself (tests: a local server)."""
+    stripe_prices: dict[str, str] = Field(default_factory=dict)
+    """Stripe Price id per paid plan, e.g. `{"premium": "price_…", "pro": "price_…"}`."""
+    billing_success_url: str = ""
+    """Where Checkout sends the customer after paying; empty is `<api_base_url>/billing/done`."""
+    billing_return_url: str = ""
+    """Where Checkout's cancel and the portal's back button go; empty is `<api_base_url>`."""
+    billing_grace_days: int = Field(default=7, ge=0, le=60)
+    """A failed payment keeps the paid plan this long; then the tenant moves to Free."""
+    ai_credit_hold_usd: float = Field(default=0.05, gt=0)
+    """Dollars held from a tenant's AI credits while a chat answer is being written."""
+    admin_api_key: SecretStr | None = None
+    """The platform operator's credential for `/v1/admin/*`; unset, those routes refuse all."""
+
     # --- Workers --------------------------------------------------------------------------
     task_queue_prefix: str = "reelflow"
     """Queues are `<prefix>-workflows|media|providers`; another prefix is an isolated family."""
