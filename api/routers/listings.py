@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Select, literal, select, tuple_, union_all
 from api.deps import CurrentTenant, SessionDep, SettingsDep, TenantContext
 from api.errors import ERROR_RESPONSES, ApiError
 from api.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageKey, decode_cursor, encode_cursor
+from reelflow.core.concurrency import queue_positions
 from reelflow.core.settings import Settings
 from schemas.api import ErrorResponse, UtcTimestamp
 from schemas.discover import ScrapeStatus
@@ -99,6 +100,9 @@ class RunItem(BaseModel):
     subject_id: uuid.UUID
     """The video, generation, scrape or improvement the run works on."""
     created_at: datetime
+    queue_position: int | None = None
+    """Waiting for one of the tenant's concurrent-run slots: its place in the queue (1 is
+    next); 0 while it holds a slot; null when it holds none (ended, or not slot-limited)."""
 
 
 class RunList(BaseModel):
@@ -320,6 +324,7 @@ async def list_runs(
             query.order_by(runs.c.created_at.desc(), runs.c.subject_id.desc()).limit(limit + 1)
         )
     ).all()
+    positions = await queue_positions(session, [row.workflow_id for row in rows[:limit]])
     items = [
         RunItem(
             workflow_id=row.workflow_id,
@@ -327,6 +332,7 @@ async def list_runs(
             status=row.status,
             subject_id=row.subject_id,
             created_at=row.created_at,
+            queue_position=positions.get(row.workflow_id),
         )
         for row in rows[:limit]
     ]

@@ -13,6 +13,7 @@ import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from reelflow.core import concurrency
 from reelflow.core.db import session_factory
 from schemas.discover_tables import Project, Scrape
 from schemas.generation_tables import Generation
@@ -200,6 +201,25 @@ async def test_runs_list_every_pipeline_of_the_tenant(
         ("ingest", video.workflow_id, "transcribing"),
     ]
     assert runs[0]["subject_id"] == str(scrape_id)
+    assert [r["queue_position"] for r in runs] == [None, None, None]
+
+    # Runs waiting for one of the tenant's slots say where they stand.
+    async with session_factory(api_engine)() as session:
+        for workflow_id in (video.workflow_id, scrape.workflow_id):
+            await concurrency.request_slot(
+                session,
+                tenant_id=alice.tenant_id,
+                workflow_id=str(workflow_id),
+                pipeline="ingest",
+                limit=1,
+            )
+        await session.commit()
+    listed = (await client.get("/v1/runs", headers=bearer(alice.api_key))).json()["items"]
+    assert {r["workflow_id"]: r["queue_position"] for r in listed} == {
+        scrape.workflow_id: 1,
+        generation.workflow_id: None,
+        video.workflow_id: 0,
+    }
 
     only = await client.get(
         "/v1/runs",
