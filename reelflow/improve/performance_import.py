@@ -50,9 +50,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from reelflow.core.errors import DomainError
 from reelflow.discover.datasets import _json_records, _jsonl_records, _Rewound
 from reelflow.improve.performance import SOURCE_IMPORT, as_utc, snapshot_problem
-from schemas.discover import RejectedRow
+from schemas.discover import Platform, RejectedRow
 from schemas.failures import FailureCode
-from schemas.improve import ImportRejection, ImportReport, PerformanceIn
+from schemas.improve import ImportRejection, ImportReport, PerformanceIn, TrafficSource
 
 ImportFormat = Literal["csv", "json", "jsonl"]
 
@@ -164,12 +164,72 @@ def check_record(record: Mapping[str, Any], *, line: int, now: datetime) -> Row 
         return f"video_id {str(record.get('video_id'))[:60]!r} is not a UUID"
     fields = {name: value for name, value in values.items() if value is not None}
     try:
+        snapshot = _fast_snapshot(fields)
+    except (ValueError, TypeError, KeyError):
+        snapshot = None
+    if snapshot is not None:
+        problem = snapshot_problem(snapshot, now=now)
+        return problem if problem is not None else _row(line, video_id, snapshot)
+    try:
         snapshot = PerformanceIn.model_validate(fields)
     except ValidationError as exc:
         return _describe(exc)
     problem = snapshot_problem(snapshot, now=now)
-    if problem is not None:
-        return problem
+    return problem if problem is not None else _row(line, video_id, snapshot)
+
+
+_PLATFORMS = {platform.value: platform for platform in Platform}
+_SOURCES = {source.value: source for source in TrafficSource}
+_COUNT_FIELDS = ("views", "likes", "comments", "shares", "saves")
+
+
+def _fast_snapshot(fields: Mapping[str, Any]) -> PerformanceIn | None:
+    """The common, well-formed row without pydantic's validation (a third of the import's
+    time at 200k rows); None sends anything unusual to the validating path, which also
+    words the rejection."""
+    counts: dict[str, int] = {}
+    for name in _COUNT_FIELDS:
+        raw = fields.get(name, 0)
+        if isinstance(raw, str):
+            if not raw.isdigit():
+                return None
+            raw = int(raw)
+        if type(raw) is not int or raw < 0:
+            return None
+        counts[name] = raw
+    watch = fields.get("watch_time_seconds")
+    completion = fields.get("completion_rate")
+    watch_s = None if watch is None else float(watch)
+    rate = None if completion is None else float(completion)
+    if (watch_s is not None and not watch_s >= 0) or (rate is not None and not 0 <= rate <= 100):
+        return None
+    raw_source = fields.get("traffic_source")
+    source = None if raw_source is None else _SOURCES.get(str(raw_source))
+    platform = _PLATFORMS.get(str(fields["platform"]))
+    recorded = fields["recorded_at"]
+    if platform is None or (raw_source is not None and source is None):
+        return None
+    if isinstance(recorded, str):
+        recorded = datetime.fromisoformat(recorded)
+    if not isinstance(recorded, datetime):
+        return None
+    post = fields.get("post_id")
+    return PerformanceIn.model_construct(
+        platform=platform,
+        watch_time_seconds=watch_s,
+        completion_rate=rate,
+        traffic_source=source,
+        recorded_at=recorded,
+        post_id=None if post is None else uuid.UUID(str(post)),
+        views=counts["views"],
+        likes=counts["likes"],
+        comments=counts["comments"],
+        shares=counts["shares"],
+        saves=counts["saves"],
+    )
+
+
+def _row(line: int, video_id: uuid.UUID, snapshot: PerformanceIn) -> Row:
     return (
         line,
         video_id,
@@ -328,6 +388,12 @@ _REJECT_CONFLICTS = """
           (s.views, s.likes, s.comments, s.shares, s.saves, s.watch_time_seconds,
            s.completion_rate, s.traffic_source, s.post_id)
 """
+_MARK_UNCHANGED = """
+    UPDATE {t} s SET unchanged = true
+    FROM video_performance vp
+    WHERE s.reason IS NULL AND vp.video_id = s.video_id AND vp.platform = s.platform
+      AND vp.recorded_at = s.recorded_at
+"""
 _INSERT_ACCEPTED = """
     INSERT INTO video_performance (
         id, tenant_id, source, video_id, platform, views, likes, comments, shares, saves,
@@ -336,7 +402,7 @@ _INSERT_ACCEPTED = """
     SELECT gen_random_uuid(), :tenant, :source, video_id, platform, views, likes, comments,
            shares, saves, watch_time_seconds, completion_rate, traffic_source, recorded_at,
            post_id
-    FROM {t} WHERE reason IS NULL
+    FROM {t} WHERE reason IS NULL AND NOT unchanged
     ON CONFLICT (video_id, platform, recorded_at) DO NOTHING
 """
 
@@ -374,11 +440,11 @@ async def import_snapshots(
     stage = f"performance_import_{uuid.uuid4().hex[:12]}"
     await session.execute(
         text(
-            f"CREATE TEMP TABLE {stage} ("
+            f"CREATE UNLOGGED TABLE {stage} ("
             "line int, video_id uuid, platform text, views bigint, likes bigint, "
             "comments bigint, shares bigint, saves bigint, watch_time_seconds float8, "
             "completion_rate float8, traffic_source text, recorded_at timestamptz, "
-            "post_id uuid, reason text) ON COMMIT DROP"
+            "post_id uuid, reason text, unchanged bool NOT NULL DEFAULT false)"
         )
     )
     connection = await session.connection()
@@ -402,6 +468,7 @@ async def import_snapshots(
             _REJECT_UNKNOWN_POSTS,
             _REJECT_REPEATS,
             _REJECT_CONFLICTS,
+            _MARK_UNCHANGED,
         ):
             await session.execute(text(statement.format(t=stage)), params)
         result = await session.execute(text(_INSERT_ACCEPTED.format(t=stage)), params)

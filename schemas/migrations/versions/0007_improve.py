@@ -47,7 +47,6 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.ForeignKeyConstraint(["post_id"], ["posts.id"], ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["video_id"], ["videos.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -58,7 +57,6 @@ def upgrade() -> None:
         unique=True,
     )
     op.create_index("ix_video_performance_post", "video_performance", ["post_id"])
-    op.create_index("ix_video_performance_tenant", "video_performance", ["tenant_id"])
     op.create_table(
         "video_post_links",
         sa.Column("video_id", sa.UUID(), nullable=False),
@@ -82,7 +80,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_video_post_links_post_id", table_name="video_post_links")
     op.drop_table("video_post_links")
-    op.drop_index("ix_video_performance_tenant", table_name="video_performance")
     op.drop_index("ix_video_performance_post", table_name="video_performance")
     op.drop_index("uq_video_performance_point", table_name="video_performance")
     op.drop_table("video_performance")
