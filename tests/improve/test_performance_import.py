@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reelflow.core.db import session_factory
 from reelflow.core.errors import DomainError
@@ -20,7 +20,7 @@ from reelflow.improve.performance_import import import_snapshots
 from schemas.failures import FailureCode
 from schemas.improve import ImportReport
 from schemas.improve_tables import VideoPerformance
-from tests.improve.test_performance import engine as engine  # noqa: F401 (fixture)
+from tests.improve.test_performance import engine as engine
 from tests.improve.test_performance import make_tenant, make_video
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
