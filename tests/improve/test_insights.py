@@ -468,3 +468,43 @@ async def test_series_insights_are_cached_like_a_videos(
             now=NOW,
         )
     assert raised.value.code == FailureCode.COLLECTION_NOT_FOUND
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+
+async def test_the_cli_prints_insights_and_refuses_readably(
+    sessions: SessionFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from reelflow.improve.insights_commands import app
+
+    tenant = await new_tenant(sessions, "cli")
+    video = await new_video(sessions, tenant)
+    await add_metrics(sessions, tenant, video, views=5_000, completion=85)
+    bare = await new_video(sessions, tenant, "No numbers yet")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("REELFLOW_TENANT_ID", str(tenant))
+    monkeypatch.setenv("INSIGHTS_PROVIDER", "local")
+    monkeypatch.setenv("COLUMNS", "160")
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        # The CLI runs its own event loop: off this test's loop, on a thread.
+        result = runner.invoke(app, list(args), terminal_width=120)
+        return result.exit_code, result.stdout, result.stderr
+
+    code, out, _ = await asyncio.to_thread(run, str(video))
+    assert code == 0
+    assert "Strengths" in out and "Weaknesses" in out and "Next video" in out
+    assert "For You feed" in out
+    assert "statistical · fresh" in out
+    code, out, _ = await asyncio.to_thread(run, str(video), "--json")
+    assert code == 0 and '"cached": true' in out
+    code, out, _ = await asyncio.to_thread(run, str(bare))
+    assert code == 0 and "no performance metrics" in out
+    code, _, err = await asyncio.to_thread(run, str(uuid.uuid4()))
+    assert code == 1 and "error:" in err and "Traceback" not in err
+    code, _, err = await asyncio.to_thread(run, str(video), "--series", str(uuid.uuid4()))
+    assert code == 1 and "either a VIDEO_ID or --series" in err
