@@ -33,6 +33,8 @@ class BillingAccount(Base):
     )
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_plan: Mapped[str | None] = mapped_column(String(40))
+    """The plan the subscription pays for; the tenant's plan follows it while it is in force."""
     subscription_status: Mapped[str | None] = mapped_column(String(40))
     """Stripe's status (``active``, ``past_due``, ``canceled`` …) of the latest state applied."""
     billing_anchor_day: Mapped[int | None] = mapped_column(Integer)

@@ -39,6 +39,7 @@ def upgrade() -> None:
         _tenant_fk(primary_key=True),
         sa.Column("stripe_customer_id", sa.String(255), nullable=True, unique=True),
         sa.Column("stripe_subscription_id", sa.String(255), nullable=True),
+        sa.Column("subscription_plan", sa.String(40), nullable=True),
         sa.Column("subscription_status", sa.String(40), nullable=True),
         sa.Column("billing_anchor_day", sa.Integer(), nullable=True),
         sa.Column("current_period_end", sa.DateTime(timezone=True), nullable=True),

@@ -1,0 +1,57 @@
+"""Billing activities: apply a Stripe event, end a grace period (database only)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from temporalio import activity
+
+from reelflow.billing import accounts
+from reelflow.core.db import SessionFactory
+from reelflow.core.settings import Settings
+from schemas.billing import (
+    ApplyBillingEventInput,
+    BillingEventOutcome,
+    BillingState,
+    ExpireGraceInput,
+)
+from schemas.billing_activities import APPLY_BILLING_EVENT, EXPIRE_GRACE
+
+logger = logging.getLogger(__name__)
+
+
+class BillingActivities:
+    """Built once per worker; the providers pool runs them (short database transactions)."""
+
+    def __init__(self, *, sessions: SessionFactory, settings: Settings) -> None:
+        self._sessions = sessions
+        self._grace = timedelta(days=settings.billing_grace_days)
+
+    @activity.defn(name=APPLY_BILLING_EVENT.name)
+    async def apply_billing_event(self, input: ApplyBillingEventInput) -> BillingState:
+        """Apply the event once; a tenant deleted since the event is acknowledged and skipped."""
+        try:
+            async with self._sessions.begin() as session:
+                return await accounts.apply_event(
+                    session, input.event, now=datetime.now(UTC), grace=self._grace
+                )
+        except accounts.TenantNotFound:
+            logger.warning(
+                "billing event %s names tenant %s, which no longer exists",
+                input.event.event_id,
+                input.event.tenant_id,
+            )
+            return BillingState(outcome=BillingEventOutcome.STALE, plan="free")
+
+    @activity.defn(name=EXPIRE_GRACE.name)
+    async def expire_billing_grace(self, input: ExpireGraceInput) -> BillingState:
+        """Move the tenant to Free if its grace period ended with the payment still failed."""
+        try:
+            async with self._sessions.begin() as session:
+                return await accounts.expire_grace(
+                    session, uuid.UUID(input.tenant_id), now=datetime.now(UTC)
+                )
+        except accounts.TenantNotFound:
+            return BillingState(outcome=BillingEventOutcome.STALE, plan="free")
