@@ -161,6 +161,8 @@ class Settings(BaseSettings):
     """How long insights made from the same metrics are served from the cache."""
     insights_fresh_per_hour: int = Field(default=10, ge=0)
     """Fresh insight generations per tenant per hour; cached answers never count."""
+    performance_import_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    """Largest performance import file (`POST /v1/performance/import`); ~2M CSV rows."""
 
     # --- Billing, limits and keys ---------------------------------------------------------
     # Keys and request limits (reelflow/core/tenants.py, reelflow/core/rate_limits.py).
