@@ -273,8 +273,13 @@ def engagement(snapshots: Sequence[PerformanceSnapshot]) -> Figure:
     _date_axis(rate_axes)
     rate_axes.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=1))
     rate_axes.set_ylabel("Interactions per view (%)", color=_TEXT_COLOR)
-    rate_axes.set_ylim(bottom=0)
-    _legend(rate_axes)
+    # Headroom above the highest rate, so the legend sits above the lines, not on them.
+    highest = max(
+        (_engagement_rate(row) or 0.0 for rows in by_platform.values() for row in rows),
+        default=0.0,
+    )
+    rate_axes.set_ylim(0, highest * 1.35 if highest > 0 else 0.1)
+    _legend(rate_axes, loc="upper left")
 
     platforms = list(by_platform)
     latest = [by_platform[p][-1] for p in platforms]
@@ -565,9 +570,9 @@ def _count_axis(axes: Axes, label: str) -> None:
     axes.set_ylabel(label, color=_TEXT_COLOR)
 
 
-def _legend(axes: Axes) -> None:
+def _legend(axes: Axes, loc: Literal["best", "upper left"] = "best") -> None:
     if axes.get_legend_handles_labels()[0]:
-        legend = axes.legend(frameon=False, fontsize=9)
+        legend = axes.legend(frameon=False, fontsize=9, loc=loc)
         for text in legend.get_texts():
             text.set_parse_math(False)
 
