@@ -8,6 +8,8 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 BILLING_WORKFLOW_ID_PREFIX = "billing-"
+STRIPE_EVENT_SIGNAL = "stripe_event"
+"""The billing workflow's signal carrying one `BillingEvent`."""
 
 
 def billing_workflow_id(tenant_id: str) -> str:

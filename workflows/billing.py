@@ -23,6 +23,7 @@ from workflows._steps import call
 
 with workflow.unsafe.imports_passed_through():
     from schemas.billing import (
+        STRIPE_EVENT_SIGNAL,
         ApplyBillingEventInput,
         BillingEvent,
         BillingState,
@@ -32,7 +33,6 @@ with workflow.unsafe.imports_passed_through():
     from schemas.billing_activities import APPLY_BILLING_EVENT, EXPIRE_GRACE
     from schemas.queues import TaskQueues
 
-STRIPE_EVENT_SIGNAL = "stripe_event"
 QUIET_SPELL = timedelta(minutes=10)
 """How long an idle run waits for more events before it ends."""
 EVENTS_PER_RUN = 500

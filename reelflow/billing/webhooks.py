@@ -15,9 +15,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import stripe
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from reelflow.billing.plans import UnknownPlan, canonical_plan_name
-from schemas.billing import BillingEvent, StripeEventType
+from schemas.billing import (
+    STRIPE_EVENT_SIGNAL,
+    BillingEvent,
+    BillingWorkflowInput,
+    StripeEventType,
+    billing_workflow_id,
+)
+from schemas.billing_activities import BILLING_WORKFLOW
 
 SIGNATURE_TOLERANCE_S = 300
 MAX_WEBHOOK_BYTES = 1024 * 1024
@@ -169,3 +178,23 @@ def billing_event(
             "current_period_end": period_end,
         }
     )
+
+
+async def deliver(client: Client, event: BillingEvent, *, task_queue: str) -> str:
+    """Hand the event to its tenant's billing workflow, starting one if none runs.
+
+    Returns:
+        The workflow id, ``billing-<tenant id>``.
+    """
+    workflow_id = billing_workflow_id(event.tenant_id)
+    await client.start_workflow(
+        BILLING_WORKFLOW.name,
+        BillingWorkflowInput(tenant_id=event.tenant_id),
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        start_signal=STRIPE_EVENT_SIGNAL,
+        start_signal_args=[event],
+    )
+    return workflow_id
