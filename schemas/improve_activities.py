@@ -7,6 +7,7 @@ runs as a child `GenerationWorkflow`, whose own activities go where its contract
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from schemas.contracts import (
     DATABASE_DEADLINE,
@@ -103,3 +104,13 @@ FINISH_IMPROVEMENT = ActivityContract(
     schedule_to_close=DATABASE_DEADLINE,
     retry=DATABASE_RETRY,
 )
+
+IMPROVE_ACTIVITIES: tuple[ActivityContract[Any, Any], ...] = (
+    LOAD_IMPROVEMENT_INSIGHTS,
+    WRITE_IMPROVED_PROMPT,
+    ADMIT_IMPROVEMENT_GENERATION,
+    PRE_APPROVE_GENERATION,
+    LINK_IMPROVED_VERSION,
+    FINISH_IMPROVEMENT,
+)
+"""Every activity of the improvement run (all on the providers pool)."""
