@@ -17,24 +17,25 @@ title with two dollar signs is not parsed as a formula.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import io
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import matplotlib
 import numpy as np
 import numpy.typing as npt
-from matplotlib.axes import Axes
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from schemas.improve import PerformanceSnapshot, TrafficSource
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 ChartFormat = Literal["svg", "png"]
 
@@ -44,11 +45,23 @@ RENDER_VERSION = "1"
 """Part of every chart's fingerprint: bump it when the look of a chart changes, so clients
 holding an old ETag get the new drawing instead of a 304."""
 
-# Set once at import, never per request (rcParams are process-wide): a fixed salt makes the
-# ids matplotlib writes into an SVG (clip paths, glyphs) the same on every render, and text
-# stays text so it is selectable and searchable when the SVG is inlined in a report.
-matplotlib.rcParams["svg.hashsalt"] = "reelflow-charts"
-matplotlib.rcParams["svg.fonttype"] = "none"
+_MATPLOTLIB_VERSION = importlib.metadata.version("matplotlib")
+
+
+@functools.cache
+def _configure() -> None:
+    """Load and configure matplotlib with the first chart, not with the API: it costs the
+    API's cold start most of a second, and most processes never draw.
+
+    rcParams are process-wide, so they are set once and never per request: a fixed salt
+    makes the ids matplotlib writes into an SVG (clip paths, markers) the same on every
+    render, and text stays text, selectable and searchable when the SVG is inlined.
+    """
+    import matplotlib
+
+    matplotlib.rcParams["svg.hashsalt"] = "reelflow-charts"
+    matplotlib.rcParams["svg.fonttype"] = "none"
+
 
 FIGURE_SIZE_IN = (8.0, 4.0)
 PNG_DPI = 120
@@ -181,7 +194,7 @@ def fingerprint(name: str, *inputs: object) -> str:
     and any change to a number, a time or a title changes it.
     """
     payload = json.dumps(
-        [RENDER_VERSION, matplotlib.__version__, name, [_plain(i) for i in inputs]],
+        [RENDER_VERSION, _MATPLOTLIB_VERSION, name, [_plain(i) for i in inputs]],
         sort_keys=True,
         separators=(",", ":"),
         default=str,
@@ -271,6 +284,8 @@ def engagement(snapshots: Sequence[PerformanceSnapshot]) -> Figure:
                 label=_platform_name(platform),
             )
     _date_axis(rate_axes)
+    from matplotlib.ticker import PercentFormatter
+
     rate_axes.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=1))
     rate_axes.set_ylabel("Interactions per view (%)", color=_TEXT_COLOR)
     # Headroom above the highest rate, so the legend sits above the lines, not on them.
@@ -308,6 +323,8 @@ def traffic_sources(breakdown: Mapping[str, float]) -> Figure:
     bars = axes.barh(positions, values, color=_PALETTE[0], height=0.6)
     axes.set_yticks(positions, labels=labels)
     axes.invert_yaxis()
+    from matplotlib.ticker import PercentFormatter
+
     axes.xaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
     axes.set_xlim(0, min(1.0, max(values) * 1.2))
     axes.set_xlabel("Share of snapshots (%)", color=_TEXT_COLOR)
@@ -347,6 +364,8 @@ def original_vs_improved(versions: Sequence[VersionLine]) -> Figure:
         if len(versions) < 2:
             return _no_data(figure, axes, "No improved version yet, and no numbers to compare.")
         return _no_data(figure, axes)
+    from matplotlib.ticker import MaxNLocator
+
     axes.set_xlabel("Days since published", color=_TEXT_COLOR)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlim(left=0)
@@ -414,6 +433,8 @@ def series_comparison(series: SeriesEpisodes) -> Figure:
         )
         axes.set_xlabel("Episode", color=_TEXT_COLOR)
     else:
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
+
         axes.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
         axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{int(x) + 1}"))
         axes.set_xlabel("Episode number (posting order)", color=_TEXT_COLOR)
@@ -512,6 +533,9 @@ def _utc(when: datetime) -> datetime:
 
 
 def _new_figure() -> Figure:
+    _configure()
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=FIGURE_SIZE_IN, dpi=100, layout="constrained")
     figure.set_facecolor("white")
     return figure
@@ -556,6 +580,8 @@ def _no_data(figure: Figure, axes: Axes, message: str = NO_DATA_MESSAGE) -> Figu
 
 
 def _date_axis(axes: Axes) -> None:
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
     locator = AutoDateLocator(tz=UTC, minticks=3, maxticks=8)  # type: ignore[no-untyped-call]
     axes.xaxis.set_major_locator(locator)
     formatter = ConciseDateFormatter(locator, tz=UTC)  # type: ignore[no-untyped-call]
@@ -564,6 +590,8 @@ def _date_axis(axes: Axes) -> None:
 
 
 def _count_axis(axes: Axes, label: str) -> None:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:,.0f}"))
     axes.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
     axes.set_ylim(bottom=0)

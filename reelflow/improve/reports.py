@@ -25,8 +25,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from matplotlib.figure import Figure
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,6 +49,9 @@ from schemas.improve import (
 )
 from schemas.improve_tables import VideoPerformance
 from schemas.tables import Video
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 VIDEO_CHARTS: dict[str, str] = {
     "views": "Views over time, per platform",
