@@ -193,7 +193,7 @@ async def list_generations(
     session: SessionDep,
     settings: SettingsDep,
     status: GenerationStatus | None = None,
-    provider: Annotated[str | None, Query(max_length=40)] = None,
+    provider: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_.-]+$")] = None,
     since: Since = None,
     until: Until = None,
     limit: Limit = DEFAULT_PAGE_SIZE,

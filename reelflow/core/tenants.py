@@ -142,6 +142,8 @@ def _check_name(name: str) -> str:
         raise ValueError("a key name must not be empty")
     if len(cleaned) > MAX_KEY_NAME_CHARS:
         raise ValueError(f"a key name has at most {MAX_KEY_NAME_CHARS} characters")
+    if any(not char.isprintable() for char in cleaned):
+        raise ValueError("a key name must not contain control characters")
     return cleaned
 
 

@@ -160,6 +160,8 @@ async def test_bad_key_requests_are_422_and_unknown_ids_404(
         {"name": "x", "scopes": []},
         {"name": "", "scopes": ["read"]},
         {"name": "x" * 101, "scopes": ["read"]},
+        {"name": "nul\u0000byte", "scopes": ["read"]},
+        {"name": "x", "scopes": "read"},
     ):
         assert_error(
             await client.post("/v1/keys", json=body, headers=headers), 422, "invalid_request"

@@ -164,6 +164,11 @@ async def test_generations_are_listed_with_filters(
         )
     ).json()["items"]
     assert [item["generation_id"] for item in queued] == [str(waiting.id)]
+    for provider in ("so\u0000ra", "x" * 41, "Sora!"):
+        response = await client.get(
+            "/v1/generations", params={"provider": provider}, headers=bearer(alice.api_key)
+        )
+        assert_error(response, 422, "invalid_request")
     sora = (
         await client.get(
             "/v1/generations", params={"provider": "sora"}, headers=bearer(alice.api_key)
