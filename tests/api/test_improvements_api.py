@@ -4,6 +4,7 @@ vs actual on the real app. No worker serves these tests' queues: runs stay as st
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -11,15 +12,24 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from api.routers.improvements import router as improvements_router
 from reelflow.core.db import SessionFactory, session_factory
+from reelflow.core.settings import Settings
 from schemas import search_attributes as sa
 from schemas.discover_tables import Script
+from schemas.generation import GenerationProgress, GenerationStatus, generation_workflow_id
+from schemas.generation_tables import Generation
+from schemas.improvement import ImprovementStatus, ImproveResult, improvement_generation_id
 from schemas.improvement_run_tables import Improvement
+from schemas.queues import TaskQueues
 from schemas.tables import Video
 from tests.api.api_support import TenantKey
 from tests.improve.test_insights import add_metrics, new_video
+from tests.support import assert_eventually
+from tests.workflows.generation.fakes import FakeGeneration, fake_plan
+from tests.workflows.improve.fakes import FakeImprove
 
 
 @pytest.fixture
@@ -211,3 +221,75 @@ async def test_versions_compare_and_predicted_vs_actual(
         f"/v1/scripts/{uuid.uuid4()}/performance", headers=alice.headers
     )
     assert unknown.status_code == 404
+
+
+async def test_approve_passes_the_decision_to_the_waiting_generation(
+    improve_api: httpx.AsyncClient,
+    alice: TenantKey,
+    sessions: SessionFactory,
+    temporal: Client,
+    settings: Settings,
+) -> None:
+    # Stand-in steps on this app's queues; the child is the real generation workflow,
+    # whose estimate needs approval.
+    fake = FakeImprove(
+        generation=FakeGeneration(
+            plan=fake_plan(estimate=1.2, approval_required=True, poll_initial_s=0.2),
+            latency_s=0.1,
+            queues=TaskQueues.for_prefix(settings.task_queue_prefix),
+        )
+    )
+    video = await video_with_metrics(sessions, alice)
+    async with fake.workers(temporal):
+        accepted = await improve_api.post(f"/v1/videos/{video}/improvements", headers=alice.headers)
+        improvement = accepted.json()["improvement_id"]
+        generation_id = improvement_generation_id(improvement)
+        child = temporal.get_workflow_handle(generation_workflow_id(str(generation_id)))
+
+        async def waiting() -> bool:
+            try:
+                progress: GenerationProgress = await child.query(
+                    "progress", result_type=GenerationProgress
+                )
+            except RPCError:
+                return False
+            return progress.status == GenerationStatus.AWAITING_APPROVAL
+
+        await assert_eventually(waiting, timeout=20)
+        # What the real admission and prepare steps write (the stand-ins write nothing).
+        async with sessions.begin() as session:
+            session.add(
+                Generation(
+                    id=generation_id,
+                    tenant_id=alice.tenant_id,
+                    prompt="improved",
+                    requested_provider="local",
+                    duration_s=4,
+                    aspect_ratio="16:9",
+                    resolution="720p",
+                    estimated_cost_usd=Decimal("1.2"),
+                    status=GenerationStatus.AWAITING_APPROVAL.value,
+                    approval="pending",
+                    workflow_id=child.id,
+                )
+            )
+            await session.flush()
+            row = await session.get(Improvement, uuid.UUID(improvement))
+            assert row is not None
+            row.generation_id = generation_id
+            row.status = "generating"
+
+        shown = await improve_api.get(f"/v1/improvements/{improvement}", headers=alice.headers)
+        assert shown.json()["status"] == "awaiting_approval"
+        assert shown.json()["estimated_cost_usd"] == 1.2
+        approved = await improve_api.post(
+            f"/v1/improvements/{improvement}/approve", headers=alice.headers
+        )
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["approval"] == "approved"
+        result = await temporal.get_workflow_handle(
+            accepted.json()["workflow_id"], result_type=ImproveResult
+        ).result()
+
+    assert result.status == ImprovementStatus.COMPLETED
+    assert len(fake.generation.submits) == 1, "generated once approved"
