@@ -402,7 +402,15 @@ def series_comparison(series: SeriesEpisodes) -> Figure:
         _ABOVE_USUAL if (e.times_usual is not None and e.times_usual >= 1) else _BELOW_USUAL
         for e in episodes
     ]
-    bars = axes.bar(positions, [e.views for e in episodes], color=colors, width=0.7)
+    labelled = len(episodes) <= MAX_LABELLED_EPISODES
+    views = [e.views for e in episodes]
+    if labelled:
+        bars = axes.bar(positions, views, color=colors, width=0.7)
+    else:
+        # One collection of lines instead of hundreds of bar artists: the same picture at
+        # a tenth of the drawing time for a long series.
+        axes.vlines(positions, 0, views, colors=colors, linewidth=max(0.4, 280 / len(episodes)))
+        axes.set_xlim(-0.5, len(episodes) - 0.5)
     if series.usual_views:
         axes.axhline(series.usual_views, color="#d97706", linestyle="--", linewidth=1.5)
         axes.text(
@@ -415,7 +423,7 @@ def series_comparison(series: SeriesEpisodes) -> Figure:
             fontsize=8,
             color="#d97706",
         )
-    if len(episodes) <= MAX_LABELLED_EPISODES:
+    if labelled:
         axes.set_xticks(
             positions,
             labels=[_shorten(e.title, _MAX_TITLE_CHARS) for e in episodes],
