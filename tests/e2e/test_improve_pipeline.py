@@ -39,7 +39,7 @@ from schemas.improve import PerformanceIn, TrafficSource
 from schemas.improvement import ImprovementStatus, ImproveResult
 from schemas.improvement_run_tables import Improvement
 from schemas.queues import TaskQueues
-from schemas.tables import Video
+from schemas.tables import TranscriptSegment, Video
 from tests.e2e.conftest import pipeline_settings
 from workers.pools import WorkerDependencies, activities_by_queue, activity_worker
 from workflows.discover import DiscoverWorkflow, ProcessOutlierWorkflow
@@ -306,3 +306,37 @@ async def test_an_upload_with_nothing_to_improve_from_fails_saying_what_is_missi
     assert (row.status, row.error_code) == ("failed", "improvement_source_missing")
     assert row.error_message is not None and "transcript" in row.error_message
     assert row.generation_id is None, "nothing was admitted, no quota reserved"
+
+
+async def test_an_upload_is_improved_from_its_transcript(improve: Improve) -> None:
+    upload = await add_video(improve, "Kitchen tip", views=30_000)
+    async with improve.sessions.begin() as session:
+        session.add_all(
+            [
+                TranscriptSegment(
+                    tenant_id=improve.tenant_id,
+                    video_id=upload,
+                    window_index=0,
+                    seq=seq,
+                    start_s=float(seq),
+                    end_s=float(seq + 1),
+                    text=text,
+                )
+                for seq, text in enumerate(["Freeze the bananas first.", "Then blend."])
+            ]
+        )
+
+    async with running_workers(improve):
+        improvement_id, handle = await start(improve, upload)
+        result: ImproveResult = await asyncio.wait_for(handle.result(), timeout=180)
+
+    assert result.status == ImprovementStatus.COMPLETED
+    async with improve.sessions() as session:
+        row = await session.get(Improvement, improvement_id)
+        generation = await session.get(Generation, uuid.UUID(str(result.generation_id)))
+    assert row is not None and generation is not None
+    assert row.source_kind == "transcript"
+    assert "Freeze the bananas first. Then blend." in (row.original_prompt or "")
+    assert "Freeze the bananas" in generation.prompt
+    # No generation made the upload: the request fits its frame and length.
+    assert (generation.aspect_ratio, generation.duration_s) == ("9:16", 2)
