@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol, TypeVar
 
+import anyio
 import anyio.to_thread
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -192,6 +193,11 @@ async def fresh_generations_in_window(
     return int(count or 0)
 
 
+def reservation_lock_key(tenant_id: uuid.UUID) -> str:
+    """The text whose hash names the tenant's advisory lock while a place is being taken."""
+    return f"reelflow-insights:{tenant_id}"
+
+
 async def _reserve(
     sessions: SessionFactory,
     *,
@@ -208,7 +214,7 @@ async def _reserve(
         # tenants and everything else on the tenant's rows are not blocked.
         await session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": f"reelflow-insights:{tenant_id}"},
+            {"key": reservation_lock_key(tenant_id)},
         )
         window = (
             await session.scalars(
@@ -430,19 +436,22 @@ async def _generate(
     try:
         answer = await run_in_thread(run)
     except BaseException as exc:
-        await _release(sessions, reservation)
-        billed = exc.usage if isinstance(exc, InsightsFailed) else None
-        if billed is not None:
-            async with sessions() as session, session.begin():
-                await _record_tokens(
-                    session,
-                    tenant_id=tenant_id,
-                    analyst=analyst,
-                    model=getattr(analyst, "model", analyst.name),
-                    usage=billed,
-                    reservation=reservation,
-                    video_id=video_id,
-                )
+        # Shielded: a request canceled mid-generation must still give its place back (anyio
+        # cancellation would otherwise cancel these awaits too).
+        with anyio.CancelScope(shield=True):
+            await _release(sessions, reservation)
+            billed = exc.usage if isinstance(exc, InsightsFailed) else None
+            if billed is not None:
+                async with sessions() as session, session.begin():
+                    await _record_tokens(
+                        session,
+                        tenant_id=tenant_id,
+                        analyst=analyst,
+                        model=getattr(analyst, "model", analyst.name),
+                        usage=billed,
+                        reservation=reservation,
+                        video_id=video_id,
+                    )
         raise
     async with sessions() as session, session.begin():
         await _store(

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reelflow.core.db import SessionFactory, create_engine, session_factory
@@ -35,6 +35,7 @@ from reelflow.improve.insights import (
     cached_insights,
     cached_series_insights,
     fresh_generations_in_window,
+    reservation_lock_key,
     series_insights,
     video_insights,
 )
@@ -338,7 +339,7 @@ async def test_the_eleventh_fresh_request_in_an_hour_is_refused_cached_ones_neve
 
 
 async def test_two_simultaneous_requests_for_the_last_place_exactly_one_passes(
-    sessions: SessionFactory,
+    sessions: SessionFactory, database_url: str
 ) -> None:
     settings = Settings(insights_fresh_per_hour=1)
     tenant = await new_tenant(sessions, "race")
@@ -348,11 +349,40 @@ async def test_two_simultaneous_requests_for_the_last_place_exactly_one_passes(
         await add_metrics(sessions, tenant, video, views=2_000)
     analyst = CountingAnalyst()
 
-    results = await asyncio.gather(
-        ask(sessions, tenant, first, analyst, settings),
-        ask(sessions, tenant, second, analyst, settings),
-        return_exceptions=True,
-    )
+    # Two engines: two API processes, each with its own connection pool. A third connection
+    # holds the tenant's reservation lock until both requests wait on it, so they reach the
+    # count at the same moment rather than one after the other by chance.
+    other_process = create_engine(database_url, pool_size=2)
+    key = {"key": reservation_lock_key(tenant)}
+    try:
+        async with sessions() as holder:
+            await holder.execute(text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"), key)
+            requests = asyncio.gather(
+                ask(sessions, tenant, first, analyst, settings),
+                ask(session_factory(other_process), tenant, second, analyst, settings),
+                return_exceptions=True,
+            )
+            waiting = 0
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                waiting = int(
+                    await holder.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                            "AND NOT granted AND database = "
+                            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                        )
+                    )
+                    or 0
+                )
+                if waiting == 2 or requests.done():
+                    break
+            await holder.execute(text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), key)
+            await holder.commit()
+            results = await requests
+    finally:
+        await other_process.dispose()
+    assert waiting == 2, "both requests should have waited for the same place"
 
     refused = [r for r in results if isinstance(r, InsightsRateLimited)]
     passed = [r for r in results if not isinstance(r, BaseException)]
