@@ -244,6 +244,8 @@ class ImprovementDetail(BaseModel):
     approval: ApprovalState | None
     estimated_cost_usd: float | None
     new_video_id: uuid.UUID | None
+    cost_usd: float
+    """What the run has cost so far: the writer's tokens and the generation."""
     error: ImprovementError | None
     created_at: datetime
     updated_at: datetime

@@ -20,7 +20,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -168,16 +167,7 @@ async def create_improvement(
 
 
 async def _detail(session: SessionDep, row: Improvement) -> ImprovementDetail:
-    generation = (
-        await session.scalar(
-            select(Generation).where(
-                Generation.id == row.generation_id, Generation.tenant_id == row.tenant_id
-            )
-        )
-        if row.generation_id is not None
-        else None
-    )
-    return improvements.improvement_detail(row, generation)
+    return await improvements.load_detail(session, row)
 
 
 @router.get("/improvements/{improvement_id}", response_model=ImprovementDetail)

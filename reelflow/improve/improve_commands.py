@@ -19,7 +19,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from reelflow.core.db import SessionFactory
@@ -27,7 +26,6 @@ from reelflow.core.errors import DomainError
 from reelflow.core.settings import Settings, SettingsError, get_settings
 from reelflow.improve import improvements, versions
 from schemas.failures import FailureCode
-from schemas.generation_tables import Generation
 from schemas.improvement import (
     TERMINAL_IMPROVEMENT_STATUSES,
     ImprovementDetail,
@@ -98,16 +96,7 @@ async def _detail(
         row = await improvements.get_improvement(session, tenant, improvement_id)
         if row is None:
             return None
-        generation = (
-            await session.scalar(
-                select(Generation).where(
-                    Generation.id == row.generation_id, Generation.tenant_id == tenant
-                )
-            )
-            if row.generation_id is not None
-            else None
-        )
-        return improvements.improvement_detail(row, generation)
+        return await improvements.load_detail(session, row)
 
 
 def _print_detail(detail: ImprovementDetail) -> None:
@@ -125,6 +114,7 @@ def _print_detail(detail: ImprovementDetail) -> None:
         table.add_row("estimate", f"${detail.estimated_cost_usd:.2f}")
     if detail.new_video_id:
         table.add_row("new video", str(detail.new_video_id))
+    table.add_row("cost", f"${detail.cost_usd:.4f}")
     if detail.error:
         table.add_row("error", f"[red]{escape(detail.error.code)}: {escape(detail.error.message)}")
     console.print(table)
@@ -201,7 +191,10 @@ def _follow(tenant: uuid.UUID, improvement_id: uuid.UUID) -> None:
         while time.monotonic() < deadline:
             detail = _load(tenant, improvement_id)
             status.update(detail.status.value.replace("_", " "))
-            if detail.status in TERMINAL_IMPROVEMENT_STATUSES:
+            # Waiting for a person is an end for the terminal too: the hint says what to do.
+            if detail.status in TERMINAL_IMPROVEMENT_STATUSES or (
+                detail.status == ImprovementStatus.AWAITING_APPROVAL
+            ):
                 break
             time.sleep(POLL_S)
     assert detail is not None

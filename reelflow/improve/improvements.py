@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, Field
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.common import (
@@ -60,7 +60,7 @@ from schemas.improvement import (
 )
 from schemas.improvement_run_tables import Improvement
 from schemas.queues import WORKFLOW_TASK_QUEUE
-from schemas.tables import TranscriptSegment, Video
+from schemas.tables import LedgerEntry, TranscriptSegment, Video
 
 if TYPE_CHECKING:
     import anthropic
@@ -824,7 +824,30 @@ async def start_improvement(
     return workflow_id
 
 
-def improvement_detail(row: Improvement, generation: Generation | None) -> ImprovementDetail:
+async def load_detail(session: AsyncSession, row: Improvement) -> ImprovementDetail:
+    """`improvement_detail` with the child generation and the run's cost read from the
+    database: the writer's tokens (ledger rows of the run) plus what the generation cost."""
+    generation = (
+        await session.scalar(
+            select(Generation).where(
+                Generation.id == row.generation_id, Generation.tenant_id == row.tenant_id
+            )
+        )
+        if row.generation_id is not None
+        else None
+    )
+    writing = await session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.cost_usd), 0)).where(
+            LedgerEntry.tenant_id == row.tenant_id, LedgerEntry.run_id == row.workflow_id
+        )
+    )
+    cost = Decimal(writing or 0) + (generation.cost_usd or Decimal(0) if generation else 0)
+    return improvement_detail(row, generation, cost_usd=float(cost))
+
+
+def improvement_detail(
+    row: Improvement, generation: Generation | None, *, cost_usd: float = 0.0
+) -> ImprovementDetail:
     """The API view of an improvement, with its child generation's state.
 
     While the generation waits for approval the improvement says `awaiting_approval`: that
@@ -864,6 +887,7 @@ def improvement_detail(row: Improvement, generation: Generation | None) -> Impro
             float(generation.estimated_cost_usd) if generation is not None else None
         ),
         new_video_id=row.new_video_id,
+        cost_usd=cost_usd,
         error=error,
         created_at=row.created_at,
         updated_at=row.updated_at,

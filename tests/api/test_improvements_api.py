@@ -75,6 +75,7 @@ async def test_an_improvement_is_accepted_started_and_shown(
     assert detail["iteration"] == 1 and detail["requested_provider"] == "auto"
     assert (detail["max_cost_usd"], detail["approve_over_budget"]) == (2.5, True)
     assert detail["generation_id"] is None and detail["new_video_id"] is None
+    assert detail["cost_usd"] == 0.0
     run = await temporal.get_workflow_handle(accepted["workflow_id"]).describe()
     attributes = run.typed_search_attributes
     assert attributes.get(sa.PIPELINE) == "improve"
