@@ -1,6 +1,6 @@
 """Stripe webhooks: verify the signature, then reduce the event to what billing needs.
 
-The signature is checked by the SDK (`stripe.Webhook.construct_event`: HMAC-SHA256 of
+The signature is checked by the SDK (`stripe.WebhookSignature.verify_header`: HMAC-SHA256 of
 ``"{t}.{body}"`` with the endpoint's secret, timestamps older than 300 s refused). Only
 then is the body read, as plain JSON: the SDK's objects are not dicts since v13, and the
 fields billing needs are few.
@@ -66,7 +66,7 @@ def verify(payload: bytes, signature: str | None, secret: str) -> ReceivedEvent:
             a body that is not a Stripe event.
     """
     try:
-        stripe.Webhook.construct_event(
+        stripe.WebhookSignature.verify_header(
             payload, signature or "", secret, tolerance=SIGNATURE_TOLERANCE_S
         )
         body = json.loads(payload)

@@ -19,6 +19,7 @@ import itertools
 import json
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,9 +68,11 @@ class StripeState:
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _account: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def new_id(self, prefix: str) -> str:
-        return f"{prefix}_test{next(self._ids):06d}"
+        """Ids unique across servers, as Stripe's are across accounts."""
+        return f"{prefix}_{self._account}{next(self._ids):06d}"
 
 
 def _error(
