@@ -407,6 +407,30 @@ async def test_a_failed_generation_gives_its_place_back(sessions: SessionFactory
     assert not (await ask(sessions, tenant, video, analyst, settings)).cached
 
 
+async def test_a_canceled_request_gives_its_place_back(sessions: SessionFactory) -> None:
+    settings = Settings(insights_fresh_per_hour=1)
+    tenant = await new_tenant(sessions, "canceled")
+    video = await new_video(sessions, tenant)
+    await add_metrics(sessions, tenant, video, views=2_000)
+    analyst = CountingAnalyst()
+    analyst.gate = threading.Event()
+
+    request = asyncio.ensure_future(ask(sessions, tenant, video, analyst, settings))
+    for _ in range(200):
+        if analyst.calls:
+            break
+        await asyncio.sleep(0.02)
+    request.cancel()  # the client went away while the analyst was working
+    analyst.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+    async with sessions() as session:
+        assert await fresh_generations_in_window(session, tenant_id=tenant, now=NOW) == 0
+    analyst.gate = None
+    assert not (await ask(sessions, tenant, video, analyst, settings)).cached
+
+
 async def test_provider_tokens_go_to_the_ledger_even_when_refused(
     sessions: SessionFactory, settings: Settings
 ) -> None:
