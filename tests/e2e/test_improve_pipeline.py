@@ -191,7 +191,7 @@ async def add_video(
 
 
 async def start(
-    improve: Improve, video_id: uuid.UUID
+    improve: Improve, video_id: uuid.UUID, *, approve_over_budget: bool = False
 ) -> tuple[uuid.UUID, WorkflowHandle[Any, Any]]:
     """As `POST /v1/videos/{id}/improvements` does: checked, written, started."""
     async with improve.sessions() as session:
@@ -201,7 +201,7 @@ async def start(
             video_id=video_id,
             provider=None,
             max_cost_usd=None,
-            approve_over_budget=False,
+            approve_over_budget=approve_over_budget,
         )
         await session.commit()
         workflow_id = await improvements.start_improvement(
@@ -327,7 +327,8 @@ async def test_an_upload_is_improved_from_its_transcript(improve: Improve) -> No
         )
 
     async with running_workers(improve):
-        improvement_id, handle = await start(improve, upload)
+        # Approval given in advance reaches the generation, which needs none ($0 locally).
+        improvement_id, handle = await start(improve, upload, approve_over_budget=True)
         result: ImproveResult = await asyncio.wait_for(handle.result(), timeout=180)
 
     assert result.status == ImprovementStatus.COMPLETED
@@ -340,3 +341,4 @@ async def test_an_upload_is_improved_from_its_transcript(improve: Improve) -> No
     assert "Freeze the bananas" in generation.prompt
     # No generation made the upload: the request fits its frame and length.
     assert (generation.aspect_ratio, generation.duration_s) == ("9:16", 2)
+    assert generation.approval == "not_required"
