@@ -104,7 +104,17 @@ async def test_an_unchanged_chart_is_a_304_and_a_new_snapshot_changes_it(
 
 
 @pytest.mark.parametrize(
-    "filename", ["likes.svg", "views.jpg", "views", "views.svg.png", ".svg", "episodes.svg"]
+    "filename",
+    [
+        "likes.svg",
+        "views.jpg",
+        "views",
+        "views.svg.png",
+        ".svg",
+        "episodes.svg",
+        "VIEWS.SVG",
+        "x" * 5000 + ".svg",
+    ],
 )
 async def test_an_unknown_chart_is_a_404_naming_the_charts(
     client: httpx.AsyncClient, alice: TenantKey, video: uuid.UUID, filename: str
@@ -114,6 +124,17 @@ async def test_an_unknown_chart_is_a_404_naming_the_charts(
     )
     error = assert_error(response, 404, "not_found")
     assert "views" in error["message"] and "versions" in error["message"]
+
+
+@pytest.mark.parametrize("filename", ["views%00.svg", "..%2Fviews.svg", "%0d%0aX-A: b.svg"])
+async def test_hostile_chart_names_are_plain_404s(
+    client: httpx.AsyncClient, alice: TenantKey, video: uuid.UUID, filename: str
+) -> None:
+    response = await client.get(
+        f"/v1/videos/{video}/performance/charts/{filename}", headers=alice.headers
+    )
+    assert_error(response, 404, "not_found")
+    assert "x-a" not in response.headers
 
 
 async def test_another_tenants_video_and_series_are_404s(
