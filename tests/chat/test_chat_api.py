@@ -495,9 +495,9 @@ async def test_another_tenants_session_or_videos_are_404(
 async def test_an_unpriced_model_stops_the_app_at_startup(
     apps: AppFactory, llm_server: FakeLLMServer
 ) -> None:
-    answerer = OpenAIAnswerer(build_openai_chat_client("sk-test", llm_server.url), "gpt-4o-mini")
+    answerer = OpenAIAnswerer(build_openai_chat_client("sk-test", llm_server.url), "gpt-4.1-nano")
     app = apps.build(answerer)
-    with pytest.raises(SettingsError, match=r"no chat_input price for openai model 'gpt-4o-mini'"):
+    with pytest.raises(SettingsError, match=r"no chat_input price for openai model 'gpt-4.1-nano'"):
         async with app.router.lifespan_context(app):
             pass
 
