@@ -19,7 +19,17 @@ from api.errors import install_error_handlers
 from api.routers import chat as chat_routes
 from api.routers import discover as discover_routes
 from api.routers import generations as generation_routes
-from api.routers import health, runs, scrapes, scripts, search, uploads, usage, videos
+from api.routers import (
+    health,
+    insights,
+    runs,
+    scrapes,
+    scripts,
+    search,
+    uploads,
+    usage,
+    videos,
+)
 from reelflow.chat.answerers import Answerer
 from reelflow.chat.retrieval import RetrievalCache
 from reelflow.chat.service import build_chat_answerer, check_chat_pricing
@@ -119,6 +129,7 @@ def create_app(
     app.include_router(discover_routes.router)
     app.include_router(scrapes.router)
     app.include_router(scripts.router)
+    app.include_router(insights.router)
     return app
 
 
