@@ -451,14 +451,14 @@ def series_comparison(series: SeriesEpisodes) -> Figure:
     return figure
 
 
-def series_views(points: Iterable[ViewCount]) -> Figure:
-    """The whole series' views over time: each episode's latest views, summed.
+def series_views(timeline: Sequence[tuple[datetime, int]]) -> Figure:
+    """The whole series' views over time, from `(moment, total views)` in time order: each
+    episode's latest views summed (`total_views_timeline`, or the database's daily totals).
 
-    One point per UTC day once the series has more snapshots than `MAX_SERIES_POINTS`: the
-    line stays as readable and the SVG stays small for a series of hundreds of episodes.
+    One point per UTC day once the line has more than `MAX_SERIES_POINTS`: it stays as
+    readable and the SVG stays small for a series of hundreds of episodes.
     """
     figure, axes = _figure("Series views over time")
-    timeline = total_views_timeline(points)
     if not timeline:
         return _no_data(figure, axes)
     if len(timeline) > MAX_SERIES_POINTS:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from reelflow.core.errors import DomainError
@@ -47,7 +47,6 @@ from schemas.improve import (
     SeriesPerformance,
     VideoPerformanceSummary,
 )
-from schemas.improve_tables import VideoPerformance
 from schemas.tables import Video
 
 if TYPE_CHECKING:
@@ -301,8 +300,8 @@ async def series_chart(
             session, tenant_id=tenant_id, collection_id=collection_id
         )
         return _episodes_plan(performance)
-    points = await series_view_points(session, tenant_id=tenant_id, collection_id=collection_id)
-    return _series_views_plan(points)
+    daily = await series_daily_views(session, tenant_id=tenant_id, collection_id=collection_id)
+    return _series_views_plan(daily)
 
 
 def _episodes_plan(performance: SeriesPerformance) -> ChartPlan:
@@ -334,23 +333,48 @@ def episodes_of(
     )
 
 
-def _series_views_plan(points: Sequence[charts.ViewsPoint]) -> ChartPlan:
-    rows = list(points)
+def _series_views_plan(daily: Sequence[tuple[datetime, int]]) -> ChartPlan:
+    timeline = list(daily)
     return ChartPlan(
         name="views",
         description=SERIES_CHARTS["views"],
-        fingerprint=charts.fingerprint("series/views", rows),
-        draw=lambda: charts.series_views(rows),
+        fingerprint=charts.fingerprint(
+            "series/views", [(moment.isoformat(), views) for moment, views in timeline]
+        ),
+        draw=lambda: charts.series_views(timeline),
     )
 
 
-async def series_view_points(
-    session: AsyncSession, *, tenant_id: uuid.UUID, collection_id: uuid.UUID
-) -> list[charts.ViewsPoint]:
-    """Views of every snapshot of the series' videos, in one query.
+_SERIES_DAILY_VIEWS = text(
+    """
+    WITH daily AS (  -- each (episode, platform)'s last count of each UTC day
+        SELECT DISTINCT ON (p.video_id, p.platform, day)
+               p.video_id, p.platform, date_trunc('day', p.recorded_at, 'UTC') AS day, p.views
+        FROM video_performance p
+        JOIN videos v ON v.id = p.video_id
+        WHERE v.tenant_id = :tenant_id AND v.collection_id = :collection_id
+          AND p.tenant_id = :tenant_id
+        ORDER BY p.video_id, p.platform, day, p.recorded_at DESC
+    ), growth AS (  -- counts are cumulative: a day adds what it grew since the day before
+        SELECT day,
+               views - coalesce(lag(views) OVER (PARTITION BY video_id, platform ORDER BY day),
+                                0) AS added
+        FROM daily
+    )
+    SELECT day, sum(sum(added)) OVER (ORDER BY day) AS total
+    FROM growth GROUP BY day ORDER BY day
+    """
+)
 
-    Only the four columns the line needs: a series of 500 episodes × 90 snapshots is 45k
-    rows, and full snapshot models of all of them would cost more than drawing.
+
+async def series_daily_views(
+    session: AsyncSession, *, tenant_id: uuid.UUID, collection_id: uuid.UUID
+) -> list[tuple[datetime, int]]:
+    """The series' total views at the end of each UTC day that has a snapshot.
+
+    Summed in Postgres: a series of 500 episodes × 90 snapshots is 45k rows, and the answer
+    is one row per day. The same rule as `charts.total_views_timeline` (each episode and
+    platform counts with its latest views so far), at day resolution.
     """
     video_ids = list(
         await session.scalars(
@@ -361,23 +385,9 @@ async def series_view_points(
     )
     await sync_linked_posts(session, tenant_id=tenant_id, video_ids=video_ids)
     rows = await session.execute(
-        select(
-            VideoPerformance.video_id,
-            VideoPerformance.platform,
-            VideoPerformance.views,
-            VideoPerformance.recorded_at,
-        )
-        .join(Video, Video.id == VideoPerformance.video_id)
-        .where(
-            Video.tenant_id == tenant_id,
-            Video.collection_id == collection_id,
-            VideoPerformance.tenant_id == tenant_id,
-        )
-        .order_by(VideoPerformance.recorded_at, VideoPerformance.video_id)
+        _SERIES_DAILY_VIEWS, {"tenant_id": tenant_id, "collection_id": collection_id}
     )
-    return [
-        charts.ViewsPoint(video_id=v, platform=p, views=n, recorded_at=t) for v, p, n, t in rows
-    ]
+    return [(day.astimezone(UTC), int(total)) for day, total in rows]
 
 
 @dataclass(frozen=True)
@@ -415,7 +425,7 @@ async def series_report(
     performance = await series_performance(
         session, tenant_id=tenant_id, collection_id=collection_id
     )
-    points = await series_view_points(session, tenant_id=tenant_id, collection_id=collection_id)
+    daily = await series_daily_views(session, tenant_id=tenant_id, collection_id=collection_id)
     insights = await cached_series_insights(
         session, tenant_id=tenant_id, collection_id=collection_id, ttl_s=insights_ttl_s
     )
@@ -423,7 +433,7 @@ async def series_report(
         collection_id=collection_id,
         performance=performance,
         insights=insights,
-        charts=[_episodes_plan(performance), _series_views_plan(points)],
+        charts=[_episodes_plan(performance), _series_views_plan(daily)],
     )
 
 

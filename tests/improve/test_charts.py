@@ -87,7 +87,7 @@ def draw(name: str, rows: Sequence[PerformanceSnapshot]) -> Figure:
             )
         )
     assert name == "series-views"
-    return charts.series_views(rows)
+    return charts.series_views(charts.total_views_timeline(rows))
 
 
 CHART_NAMES = ["views", "engagement", "traffic", "versions", "episodes", "series-views"]
@@ -245,6 +245,6 @@ def test_a_big_series_is_drawn_one_point_per_day() -> None:
         for v in range(3)
         for h in range(24 * 30)
     ]
-    figure = charts.series_views(rows)
+    figure = charts.series_views(charts.total_views_timeline(rows))
     (line,) = figure.axes[0].get_lines()
     assert len(np.asarray(line.get_xdata())) == 30

@@ -317,3 +317,19 @@ def test_inlining_leaves_chart_text_as_drawn() -> None:
     assert 'id="x" url(#y)' in "".join(
         "".join(t.itertext()) for t in ET.fromstring(reports.inline_svg(svg, prefix="p")).iter()
     )
+
+
+async def test_the_series_daily_views_add_up_like_the_chart_rule(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    collection, videos = await seed_series(session, tenant, episodes=5)
+    everything = [
+        row
+        for video in videos
+        for row in await performance.list_snapshots(session, tenant_id=tenant, video_id=video)
+    ]
+    by_day: dict[object, int] = {}
+    for moment, total in charts.total_views_timeline(everything):
+        by_day[moment.date()] = total
+    daily = await reports.series_daily_views(session, tenant_id=tenant, collection_id=collection)
+    assert [(day.date(), total) for day, total in daily] == list(by_day.items())
+    assert all(day.tzinfo is not None for day, _ in daily)
