@@ -143,7 +143,12 @@ class ImproveWorkflow:
                 cost_usd=self._progress.cost_usd,
             )
         except StepFailed as failed:
-            await self._finish(ImprovementStatus.FAILED, failed.code, failed.message)
+            # A person stopped it (the generation rejected or canceled on its own): the
+            # improvement reads canceled, as the generation does; the run still fails, with
+            # the reason, so whoever waits on it learns why.
+            stopped = failed.code in (FailureCode.APPROVAL_REJECTED, FailureCode.CANCELED)
+            status = ImprovementStatus.CANCELED if stopped else ImprovementStatus.FAILED
+            await self._finish(status, failed.code, failed.message)
             raise ApplicationError(failed.message, type=failed.code, non_retryable=True) from None
         except asyncio.CancelledError:
             await self._finish(

@@ -247,6 +247,11 @@ async def test_a_rejected_generation_ends_the_improvement_with_the_rejection(
     assert isinstance(cause, ApplicationError) and cause.type == "approval_rejected"
     assert "too expensive" in cause.message
     assert [r.status for r in fake.generation.releases] == [GenerationStatus.CANCELED]
+    [finished] = fake.finished
+    assert (finished.status, finished.error_code) == (
+        ImprovementStatus.CANCELED,
+        "approval_rejected",
+    )
 
 
 async def test_a_video_without_metrics_fails_before_anything_is_generated(
@@ -264,3 +269,25 @@ async def test_a_video_without_metrics_fails_before_anything_is_generated(
     assert "no performance metrics" in cause.message
     assert fake.calls == ["load_improvement_insights", "finish_improvement"]
     assert fake.generation.calls == []
+
+
+async def test_canceling_the_generation_itself_ends_the_improvement_canceled(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    client = time_skipping_env.client
+    fake = FakeImprove(
+        generation=FakeGeneration(plan=fake_plan(poll_initial_s=0.2), latency_s=3600.0)
+    )
+    async with fake.workers(client):
+        handle = await start(client, fake)
+        await assert_eventually(lambda: bool(fake.generation.polls), timeout=20)
+        # What `POST /v1/generations/{id}/cancel` does to the child.
+        await child_of(client, handle).cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "canceled"
+    assert [r.status for r in fake.generation.releases] == [GenerationStatus.CANCELED]
+    [finished] = fake.finished
+    assert (finished.status, finished.error_code) == (ImprovementStatus.CANCELED, "canceled")
