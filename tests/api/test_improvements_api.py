@@ -12,11 +12,14 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
+from api.app import create_app
 from api.routers.improvements import router as improvements_router
 from reelflow.core.db import SessionFactory, session_factory
 from reelflow.core.settings import Settings
+from reelflow.core.storage import LocalStorage
 from schemas import search_attributes as sa
 from schemas.discover_tables import Script
 from schemas.generation import GenerationProgress, GenerationStatus, generation_workflow_id
@@ -25,9 +28,9 @@ from schemas.improvement import ImprovementStatus, ImproveResult, improvement_ge
 from schemas.improvement_run_tables import Improvement
 from schemas.queues import TaskQueues
 from schemas.tables import Video
-from tests.api.api_support import TenantKey
+from tests.api.api_support import BagOfWordsEmbedder, TenantKey
 from tests.improve.test_insights import add_metrics, new_video
-from tests.support import assert_eventually
+from tests.support import assert_eventually, free_port
 from tests.workflows.generation.fakes import FakeGeneration, fake_plan
 from tests.workflows.improve.fakes import FakeImprove
 
@@ -294,3 +297,34 @@ async def test_approve_passes_the_decision_to_the_waiting_generation(
 
     assert result.status == ImprovementStatus.COMPLETED
     assert len(fake.generation.submits) == 1, "generated once approved"
+
+
+async def test_when_temporal_does_not_answer_the_improvement_is_503_and_marked_failed(
+    settings: Settings,
+    api_engine: AsyncEngine,
+    storage: LocalStorage,
+    alice: TenantKey,
+    sessions: SessionFactory,
+) -> None:
+    # Nothing listens on this port; lazy, so creating the client succeeds like at startup.
+    dead = await Client.connect(
+        f"127.0.0.1:{free_port()}", lazy=True, data_converter=pydantic_data_converter
+    )
+    app = create_app(
+        settings, engine=api_engine, temporal=dead, storage=storage, embedder=BagOfWordsEmbedder()
+    )
+    app.include_router(improvements_router)
+    video = await video_with_metrics(sessions, alice)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        response = await client.post(f"/v1/videos/{video}/improvements", headers=alice.headers)
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "temporal_unavailable"
+    async with sessions() as session:
+        [row] = (
+            await session.scalars(select(Improvement).where(Improvement.video_id == video))
+        ).all()
+    assert (row.status, row.error_code) == ("failed", "start_failed")
