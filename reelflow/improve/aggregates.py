@@ -52,7 +52,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from reelflow.core import statistics
 from reelflow.core.errors import DomainError
-from reelflow.improve.performance import require_video, sync_linked_posts
+from reelflow.improve.performance import (
+    cached_tenant_latest,
+    remember_tenant_latest,
+    require_video,
+    sync_linked_posts,
+)
 from schemas.discover import Platform
 from schemas.failures import FailureCode
 from schemas.improve import (
@@ -135,20 +140,39 @@ _LATEST_VIEWS = text(
 so the cost follows the number of videos, not of snapshots."""
 
 
-async def _latest_views(
-    session: AsyncSession, tenant_id: uuid.UUID
-) -> list[tuple[uuid.UUID, str, int]]:
+@dataclass(frozen=True)
+class _TenantLatest:
+    baselines: dict[Platform, float]
+    totals: dict[uuid.UUID, int]
+    """Latest views summed over platforms, per video with any snapshot."""
+    top: int
+
+
+async def _tenant_latest(session: AsyncSession, tenant_id: uuid.UUID) -> _TenantLatest:
+    cached = cached_tenant_latest(tenant_id)
+    if isinstance(cached, _TenantLatest):
+        return cached
     result = await session.execute(_LATEST_VIEWS, {"tenant_id": tenant_id, "platforms": _PLATFORMS})
-    return [(row.video_id, row.platform, int(row.views)) for row in result]
+    by_platform: dict[str, list[float]] = defaultdict(list)
+    totals: dict[uuid.UUID, int] = defaultdict(int)
+    for row in result:
+        by_platform[row.platform].append(float(row.views))
+        totals[row.video_id] += int(row.views)
+    latest = _TenantLatest(
+        baselines={
+            Platform(name): statistics.median(values) for name, values in by_platform.items()
+        },
+        totals=dict(totals),
+        top=max(totals.values(), default=0),
+    )
+    remember_tenant_latest(tenant_id, latest)
+    return latest
 
 
 async def tenant_baselines(session: AsyncSession, *, tenant_id: uuid.UUID) -> dict[Platform, float]:
     """The median of each video's latest views, per platform; platforms without any
-    snapshot are absent."""
-    by_platform: dict[str, list[float]] = defaultdict(list)
-    for _video, platform, views in await _latest_views(session, tenant_id):
-        by_platform[platform].append(float(views))
-    return {Platform(name): statistics.median(values) for name, values in by_platform.items()}
+    snapshot are absent. Reused for `TENANT_LATEST_TTL_S` (`reelflow.improve.performance`)."""
+    return dict((await _tenant_latest(session, tenant_id)).baselines)
 
 
 async def popularity(
@@ -159,14 +183,11 @@ async def popularity(
     not the tenant's (which must not tell whether they exist)."""
     if not video_ids:
         return {}
-    totals: dict[uuid.UUID, int] = defaultdict(int)
-    for video, _platform, views in await _latest_views(session, tenant_id):
-        totals[video] += views
-    top = max(totals.values(), default=0)
-    if top <= 0:
+    latest = await _tenant_latest(session, tenant_id)
+    if latest.top <= 0:
         return dict.fromkeys(video_ids, 0.0)
-    scale = math.log1p(top)
-    return {video: math.log1p(totals.get(video, 0)) / scale for video in video_ids}
+    scale = math.log1p(latest.top)
+    return {video: math.log1p(latest.totals.get(video, 0)) / scale for video in video_ids}
 
 
 # --- one video ---------------------------------------------------------------------------------

@@ -49,7 +49,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from reelflow.core.errors import DomainError
 from reelflow.discover.datasets import _json_records, _jsonl_records, _Rewound
-from reelflow.improve.performance import SOURCE_IMPORT, as_utc, snapshot_problem
+from reelflow.improve.performance import (
+    SOURCE_IMPORT,
+    as_utc,
+    forget_tenant_latest,
+    snapshot_problem,
+)
 from schemas.discover import Platform, RejectedRow
 from schemas.failures import FailureCode
 from schemas.improve import ImportRejection, ImportReport, PerformanceIn, TrafficSource
@@ -473,6 +478,7 @@ async def import_snapshots(
             await session.execute(text(statement.format(t=stage)), params)
         result = await session.execute(text(_INSERT_ACCEPTED.format(t=stage)), params)
         inserted = max(int(getattr(result, "rowcount", 0) or 0), 0)
+        forget_tenant_latest(tenant_id)
         db_rejected = int(
             await session.scalar(text(f"SELECT count(*) FROM {stage} WHERE reason IS NOT NULL"))
             or 0

@@ -15,10 +15,13 @@ What it does, in one run:
 3. Measures, on the same data:
    * `video_summary` for `--samples` random videos (p50/p95), against the baseline of the
      same summary whose tenant baselines come from one `DISTINCT ON` pass over all the
-     tenant's snapshots (what a query without the per-video index probes does);
+     tenant's snapshots (what a query without the per-video index probes does); the
+     tenant's usual is cached for a minute (`TENANT_LATEST_TTL_S`), so most reads find it cached;
    * `series_performance` for every collection (p50/p95), against the baseline of loading
      all the series' snapshots through the ORM and aggregating them in Python;
-   * `tenant_baselines` and `popularity` alone.
+   * the same summary right after the tenant's cached latest views were forgotten (the first
+     read of a tenant in a process, or the first after a write), and `tenant_baselines` and
+     `popularity` alone.
 4. Checks the results against values computed by hand from the generator (numpy) on a few
    videos and a series: latest views, growth per day, "x× your usual", engagement, the
    series' median and best episode, and the lift of `#top`.
@@ -48,6 +51,7 @@ from reelflow.core import statistics
 from reelflow.core.db import create_engine, session_factory
 from reelflow.core.migrate import upgrade_database
 from reelflow.improve import aggregates
+from reelflow.improve.performance import forget_tenant_latest
 from schemas.discover import Platform
 from schemas.improve_tables import VideoPerformance
 from tests.benchmarks.common import (
@@ -262,6 +266,17 @@ async def measure(url: str, tenant: Tenant, args: argparse.Namespace) -> dict[st
             async with sessions() as session:
                 ms, _ = await timed(baseline_series(session, tid, collections_ids[collection]))
                 baseline_series_ms.append(ms)
+        cold_ms = []
+        for index in sample[:10]:
+            forget_tenant_latest(tid)
+            async with sessions() as session:
+                ms, _ = await timed(
+                    aggregates.video_summary(
+                        session, tenant_id=tid, video_id=tenant.video_ids[index]
+                    )
+                )
+                cold_ms.append(ms)
+        forget_tenant_latest(tid)
         async with sessions() as session:
             baselines_ms, baselines = await timed(
                 aggregates.tenant_baselines(session, tenant_id=tid)
@@ -272,6 +287,7 @@ async def measure(url: str, tenant: Tenant, args: argparse.Namespace) -> dict[st
         out["timings_ms"] = {
             "summary": summary_ms,
             "summary_baseline": baseline_summary_ms,
+            "summary_cold": cold_ms,
             "series": series_ms,
             "series_baseline": baseline_series_ms,
             "tenant_baselines": baselines_ms,
@@ -382,6 +398,7 @@ def main() -> None:
         return p50, p95
 
     _, summary_p95 = line("video_summary", t["summary"])
+    line("video_summary, tenant's usual not cached", t["summary_cold"])
     _, summary_base_p95 = line("baseline: usual from one pass over all rows", t["summary_baseline"])
     _, series_p95 = line(f"series_performance ({args.series_size} videos)", t["series"])
     _, series_base_p95 = line("baseline: ORM load of the series + Python", t["series_baseline"])
