@@ -22,6 +22,16 @@ from schemas.billing_activities import APPLY_BILLING_EVENT, EXPIRE_GRACE
 logger = logging.getLogger(__name__)
 
 
+def _asked_at() -> datetime:
+    """When the workflow asked for this step, by the Temporal server's clock.
+
+    The grace period's end is the workflow's timer; judging it by the same clock means
+    the step that timer schedules always sees the grace period as over.
+    """
+    scheduled = activity.info().current_attempt_scheduled_time
+    return max(scheduled, datetime.now(UTC)) if scheduled.tzinfo else datetime.now(UTC)
+
+
 class BillingActivities:
     """Built once per worker; the providers pool runs them (short database transactions)."""
 
@@ -35,7 +45,7 @@ class BillingActivities:
         try:
             async with self._sessions.begin() as session:
                 return await accounts.apply_event(
-                    session, input.event, now=datetime.now(UTC), grace=self._grace
+                    session, input.event, now=_asked_at(), grace=self._grace
                 )
         except accounts.TenantNotFound:
             logger.warning(
@@ -51,7 +61,7 @@ class BillingActivities:
         try:
             async with self._sessions.begin() as session:
                 return await accounts.expire_grace(
-                    session, uuid.UUID(input.tenant_id), now=datetime.now(UTC)
+                    session, uuid.UUID(input.tenant_id), now=_asked_at()
                 )
         except accounts.TenantNotFound:
             return BillingState(outcome=BillingEventOutcome.STALE, plan="free")
