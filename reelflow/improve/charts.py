@@ -160,6 +160,14 @@ class SeriesEpisodes:
 # --- rendering ------------------------------------------------------------------------------
 
 
+def warm_up() -> None:
+    """Import matplotlib and draw one empty chart, so the first real request does not pay
+    for the import and the font lookup (seconds on a cold machine). Blocking: run it on a
+    background thread after startup, as the API does with its embedding model."""
+    to_svg(views_over_time([]))
+    to_png(views_over_time([]))
+
+
 def to_svg(figure: Figure, *, description: str | None = None) -> str:
     """The figure as SVG text, without a creation date so equal charts are equal bytes.
 

@@ -248,3 +248,7 @@ def test_a_big_series_is_drawn_one_point_per_day() -> None:
     figure = charts.series_views(charts.total_views_timeline(rows))
     (line,) = figure.axes[0].get_lines()
     assert len(np.asarray(line.get_xdata())) == 30
+
+
+def test_warming_up_draws_without_data() -> None:
+    charts.warm_up()
