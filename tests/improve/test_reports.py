@@ -333,3 +333,17 @@ async def test_the_series_daily_views_add_up_like_the_chart_rule(session: AsyncS
     daily = await reports.series_daily_views(session, tenant_id=tenant, collection_id=collection)
     assert [(day.date(), total) for day, total in daily] == list(by_day.items())
     assert all(day.tzinfo is not None for day, _ in daily)
+
+
+async def test_a_video_without_numbers_gets_a_page_that_says_so(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    video = await seed_video(session, tenant, title="Just uploaded", days=0)
+    page = reports.render_video_page(
+        await reports.video_report(session, tenant_id=tenant, video_id=video)
+    )
+    assert len(page_svgs(page)) == 4
+    texts = ["".join(svg.itertext()) for svg in page_svgs(page)]
+    assert all("No" in text for text in texts), texts
+    assert "No performance numbers yet." in texts[0]
+    assert "none recorded yet" in page
+    assert "No insights are cached yet" in page
