@@ -6,19 +6,26 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import ActivityEnvironment
 
+from activities.improve import ImproveActivities
 from reelflow.core.db import SessionFactory, create_engine, session_factory
 from reelflow.core.errors import DomainError
 from reelflow.core.migrate import upgrade_database
 from reelflow.core.provider_errors import ProviderTransientError
 from reelflow.core.settings import Settings
 from reelflow.discover.analyzers import TokenUsage
+from reelflow.generation import quotas
+from reelflow.generation.routing import build_provider_registry
+from reelflow.improve.analysts import build_analyst
 from reelflow.improve.improvements import (
     TEMPLATE_WRITER,
     AnthropicPromptWriter,
@@ -29,12 +36,23 @@ from reelflow.improve.improvements import (
     WritingFailed,
     build_prompt_writer,
     original_content,
+    request_improvement,
 )
 from schemas.discover_tables import Analysis, Script
 from schemas.failures import FailureCode
-from schemas.generation_tables import Generation
+from schemas.generation_tables import Generation, QuotaReservation
 from schemas.improve import Insights
-from schemas.improvement import MAX_IMPROVED_PROMPT_CHARS, ChangeKind, SourceKind
+from schemas.improvement import (
+    MAX_IMPROVED_PROMPT_CHARS,
+    ChangeKind,
+    FinishImprovementInput,
+    ImprovementStatus,
+    ImprovementStepInput,
+    LinkVersionInput,
+    SourceKind,
+    improvement_generation_id,
+)
+from schemas.improvement_run_tables import Improvement
 from schemas.tables import TranscriptSegment, Video
 from tests.chat.answerers.servers import FakeLLMServer, JsonReply, anthropic_error
 from tests.improve.test_analysts import (
@@ -43,7 +61,7 @@ from tests.improve.test_analysts import (
     openai_completion,
     settings_for,
 )
-from tests.improve.test_insights import new_tenant, new_video
+from tests.improve.test_insights import add_metrics, new_tenant, new_video
 
 INSIGHTS = Insights(
     strengths=["The hook lands in the first second", "Completion is 2x the usual"],
@@ -345,3 +363,169 @@ async def test_an_upload_with_nothing_to_read_says_what_is_missing(
     assert raised.value.code == FailureCode.IMPROVEMENT_SOURCE_MISSING
     for missing in ("prompt", "script", "transcript", "analysis"):
         assert missing in raised.value.message
+
+
+# --- the steps on Postgres --------------------------------------------------------------------
+
+
+async def generated_original(
+    sessions: SessionFactory, tenant: uuid.UUID, *, seconds: int
+) -> uuid.UUID:
+    """A video a local generation made, with metrics, as an improvement starts from."""
+    video = await new_video(sessions, tenant, "Balloon")
+    await add_metrics(sessions, tenant, video, views=40_000, completion=35.0)
+    async with sessions.begin() as session:
+        session.add(
+            Generation(
+                id=uuid.uuid4(),
+                tenant_id=tenant,
+                prompt="A hot-air balloon at sunrise",
+                requested_provider="local",
+                provider="local",
+                duration_s=seconds,
+                aspect_ratio="9:16",
+                resolution="480p",
+                estimated_cost_usd=Decimal(0),
+                status="completed",
+                video_id=video,
+            )
+        )
+    return video
+
+
+def steps(sessions: SessionFactory) -> ImproveActivities:
+    settings = Settings(environment="test")
+    return ImproveActivities(
+        sessions=sessions,
+        settings=settings,
+        registry=build_provider_registry(settings),
+        analyst=lambda: build_analyst(settings),
+        writer=TemplatePromptWriter,
+        executor=ThreadPoolExecutor(1),
+    )
+
+
+async def requested(sessions: SessionFactory, tenant: uuid.UUID, video: uuid.UUID) -> str:
+    async with sessions.begin() as session:
+        row = await request_improvement(
+            session,
+            tenant_id=tenant,
+            video_id=video,
+            provider=None,
+            max_cost_usd=None,
+            approve_over_budget=False,
+        )
+    return str(row.id)
+
+
+async def test_admission_reserves_once_however_often_it_is_retried(
+    sessions: SessionFactory,
+) -> None:
+    tenant = await new_tenant(sessions, "improve-steps")
+    original = await generated_original(sessions, tenant, seconds=60)
+    improvement = await requested(sessions, tenant, original)
+    run = steps(sessions)
+    env = ActivityEnvironment()
+    ids = ImprovementStepInput(tenant_id=str(tenant), improvement_id=improvement)
+
+    loaded = await env.run(run.load_improvement_insights, ids)
+    written = await env.run(run.write_improved_prompt, ids)
+    again = await env.run(run.write_improved_prompt, ids)
+    first = await env.run(run.admit_improvement_generation, ids)
+    second = await env.run(run.admit_improvement_generation, ids)
+
+    assert (loaded.analyst, loaded.statistical) == ("statistical", True)
+    assert (written.source_kind, written.is_template) == (SourceKind.PROMPT, True)
+    assert again.prompt_chars == written.prompt_chars, "a written prompt is kept, not rewritten"
+    assert first == second
+    assert first.generation_id == str(improvement_generation_id(improvement))
+    async with sessions() as session:
+        reservations = (
+            await session.scalars(
+                select(QuotaReservation).where(
+                    QuotaReservation.generation_id == uuid.UUID(first.generation_id)
+                )
+            )
+        ).all()
+        generation = await session.get(Generation, uuid.UUID(first.generation_id))
+        row = await session.get(Improvement, uuid.UUID(improvement))
+    assert [(r.seconds, r.state) for r in reservations] == [(60, "reserved")]
+    assert generation is not None and row is not None
+    assert (generation.duration_s, generation.resolution, generation.provider) == (
+        60,
+        "480p",
+        "local",
+    )
+    assert generation.improved_from_video_id == original
+    assert generation.prompt == row.improved_prompt
+    assert row.status == "generating" and row.generation_id == generation.id
+
+
+async def test_admission_over_the_plans_seconds_is_refused_and_writes_nothing(
+    sessions: SessionFactory,
+) -> None:
+    tenant = await new_tenant(sessions, "improve-quota")  # free: 80 s a month
+    run = steps(sessions)
+    env = ActivityEnvironment()
+    admitted = []
+    for _ in range(2):
+        original = await generated_original(sessions, tenant, seconds=60)
+        improvement = await requested(sessions, tenant, original)
+        ids = ImprovementStepInput(tenant_id=str(tenant), improvement_id=improvement)
+        await env.run(run.load_improvement_insights, ids)
+        await env.run(run.write_improved_prompt, ids)
+        admitted.append((improvement, ids))
+
+    await env.run(run.admit_improvement_generation, admitted[0][1])
+    with pytest.raises(quotas.QuotaExceeded) as refused:
+        await env.run(run.admit_improvement_generation, admitted[1][1])
+
+    assert refused.value.code == "quota_exceeded"
+    async with sessions() as session:
+        refused_generation = await session.get(
+            Generation, improvement_generation_id(admitted[1][0])
+        )
+    assert refused_generation is None
+
+
+async def test_linking_makes_the_new_video_the_next_version(sessions: SessionFactory) -> None:
+    tenant = await new_tenant(sessions, "improve-link")
+    original = await generated_original(sessions, tenant, seconds=4)
+    async with sessions.begin() as session:
+        video = await session.get(Video, original)
+        assert video is not None
+        video.improvement_iteration = 2  # the original is itself a third version
+    improvement = await requested(sessions, tenant, original)
+    new = await new_video(sessions, tenant, "generated")
+    run = steps(sessions)
+    env = ActivityEnvironment()
+
+    linked = await env.run(
+        run.link_improved_version,
+        LinkVersionInput(
+            tenant_id=str(tenant),
+            improvement_id=improvement,
+            generation_id=str(uuid.uuid4()),
+            new_video_id=str(new),
+            cost_usd=0.0,
+        ),
+    )
+    finished = await env.run(
+        run.finish_improvement,
+        FinishImprovementInput(
+            tenant_id=str(tenant),
+            improvement_id=improvement,
+            status=ImprovementStatus.CANCELED,
+            error_code="canceled",
+            error_message="late cancel",
+        ),
+    )
+
+    assert linked.iteration == 3 and not finished.updated, "a completion is never undone"
+    async with sessions() as session:
+        video = await session.get(Video, new)
+        row = await session.get(Improvement, uuid.UUID(improvement))
+    assert video is not None and row is not None
+    assert (video.improved_from_video_id, video.improvement_iteration) == (original, 3)
+    assert video.title == "Balloon · v4"
+    assert (row.status, row.new_video_id, row.iteration) == ("completed", new, 3)
