@@ -308,6 +308,18 @@ class ImproveActivities:
                     FailureCode.NO_INSIGHTS, "the improvement's insights were not loaded"
                 )
             insights = Insights.model_validate(row.insights)
+            if not (
+                insights.strengths
+                or insights.weaknesses
+                or insights.recommendations
+                or insights.next_video_suggestions
+            ):
+                # A new version written from nothing would only copy the original, at a cost.
+                raise DomainError(
+                    FailureCode.NO_INSIGHTS,
+                    "the insights name nothing to keep, fix or try yet; add more metrics "
+                    "(other platforms, later snapshots) and improve the video again",
+                )
             video = await _video(session, tenant_id, row.video_id)
             original = await original_content(session, tenant_id=tenant_id, video=video)
             video_id = video.id

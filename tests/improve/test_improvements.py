@@ -529,3 +529,24 @@ async def test_linking_makes_the_new_video_the_next_version(sessions: SessionFac
     assert (video.improved_from_video_id, video.improvement_iteration) == (original, 3)
     assert video.title == "Balloon · v4"
     assert (row.status, row.new_video_id, row.iteration) == ("completed", new, 3)
+
+
+async def test_insights_that_name_nothing_write_no_copy_of_the_original(
+    sessions: SessionFactory,
+) -> None:
+    tenant = await new_tenant(sessions, "improve-empty")
+    original = await generated_original(sessions, tenant, seconds=4)
+    improvement = await requested(sessions, tenant, original)
+    async with sessions.begin() as session:
+        row = await session.get(Improvement, uuid.UUID(improvement))
+        assert row is not None
+        row.insights = Insights().model_dump(mode="json")
+
+    with pytest.raises(DomainError) as refused:
+        await ActivityEnvironment().run(
+            steps(sessions).write_improved_prompt,
+            ImprovementStepInput(tenant_id=str(tenant), improvement_id=improvement),
+        )
+
+    assert refused.value.code == FailureCode.NO_INSIGHTS
+    assert "nothing to keep, fix or try" in refused.value.message
