@@ -22,6 +22,7 @@ from api.routers import generations as generation_routes
 from api.routers import (
     health,
     insights,
+    reports,
     runs,
     scrapes,
     scripts,
@@ -130,6 +131,7 @@ def create_app(
     app.include_router(scrapes.router)
     app.include_router(scripts.router)
     app.include_router(insights.router)
+    app.include_router(reports.router)
     return app
 
 

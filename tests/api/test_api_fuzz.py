@@ -129,7 +129,7 @@ SEEDS: dict[str, dict[str, Any]] = {
 }
 """A valid request per operation whose checks go beyond its schema, to mutate from."""
 
-PATH_DEFAULTS = {"workflow_id": f"ingest-{SOME_ID}", "action": "pause"}
+PATH_DEFAULTS = {"workflow_id": f"ingest-{SOME_ID}", "action": "pause", "filename": "views.svg"}
 """Path parameters of a seed: well-formed ids that name nothing."""
 
 HOSTILE_TEXT = [
