@@ -15,10 +15,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from api.errors import ApiError
+from reelflow.billing.plans import plan_limits
 from reelflow.chat.answerers import Answerer
 from reelflow.chat.retrieval import RetrievalCache
 from reelflow.core.db import SessionFactory
-from reelflow.core.rate_limits import count_request, limits_for, rate_limits_on
+from reelflow.core.rate_limits import count_request, rate_limits_on
 from reelflow.core.settings import Settings
 from reelflow.core.storage import Storage
 from reelflow.core.tenants import SCOPES, authenticate, has_scope, touch_last_used
@@ -116,6 +117,25 @@ _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 RATE_LIMIT_HEADERS_STATE = "rate_limit_headers"
 """Where the request's `RateLimit-*` headers wait for `install_rate_limit_headers`."""
+
+
+@dataclass(frozen=True)
+class AccessLimits:
+    """The limits the API enforces for a tenant's plan."""
+
+    requests_per_10s: int
+    concurrent_runs: int
+
+
+def limits_for(plan: str) -> AccessLimits:
+    """The request and run limits of `plan`, from the plan table (unknown plans get Free's).
+
+    The one place the API reads plan limits for keys and runs.
+    """
+    limits = plan_limits(plan)
+    return AccessLimits(
+        requests_per_10s=limits.requests_per_10s, concurrent_runs=limits.concurrent_runs
+    )
 
 
 def insufficient_scope(needed: str) -> ApiError:

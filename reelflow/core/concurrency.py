@@ -12,7 +12,7 @@ already has a row is idempotent (a retried activity, a replayed workflow): it an
 row's current state. A run that ended without giving its slot back (terminated, timed out)
 is found by `reap_slots`, which asks the workflow engine which holders have closed.
 
-The limit is passed in on every call (from `rate_limits.limits_for(plan)`), so a plan
+The limit is passed in on every call (from the tenant's plan), so a plan
 change applies to the next admission; running runs are never stopped by a downgrade.
 """
 
@@ -29,7 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from reelflow.core.db import SessionFactory
 from schemas.access_tables import RunAdmission
+from schemas.tables import Tenant
 
 SlotStatus = Literal["running", "queued"]
 
@@ -292,3 +294,85 @@ async def closed_workflows(client: Client, workflow_ids: list[str]) -> set[str]:
         if description.status not in (None, WorkflowExecutionStatus.RUNNING):
             finished.add(workflow_id)
     return finished
+
+
+RUN_SLOT_SIGNAL = "run_slot_granted"
+"""What `release_and_wake` signals to the runs it admitted, so they need not wait for a poll."""
+WAITING_POLL_S = 30
+"""How often a queued run should look again when no signal came (a lost signal, a reaped slot)."""
+
+
+RunLimit = Callable[[str], int]
+"""A plan's concurrent runs, by plan name: `lambda plan: plan_limits(plan).concurrent_runs`
+(passed in, since `reelflow.core` knows no plans)."""
+
+
+async def tenant_run_limit(session: AsyncSession, tenant_id: uuid.UUID, run_limit: RunLimit) -> int:
+    """The tenant's concurrent runs, from its plan now."""
+    plan = await session.scalar(select(Tenant.plan).where(Tenant.id == tenant_id))
+    return max(1, run_limit(plan or "free"))
+
+
+async def acquire(
+    sessions: SessionFactory,
+    *,
+    tenant_id: uuid.UUID,
+    workflow_id: str,
+    pipeline: str,
+    run_limit: RunLimit,
+    client: Client | None = None,
+) -> SlotState:
+    """A run's first step: take one of its tenant's slots, or queue for one.
+
+    With a `client`, a tenant whose slots are all taken first has the holders checked
+    (`reap_slots`), so a run terminated without releasing cannot block its tenant for good.
+    Runs again (a retried activity, a periodic look while queued) answer the current state.
+    """
+    async with sessions() as session:
+        limit = await tenant_run_limit(session, tenant_id, run_limit)
+        state = await request_slot(
+            session, tenant_id=tenant_id, workflow_id=workflow_id, pipeline=pipeline, limit=limit
+        )
+        await session.commit()
+    if state.admitted or client is None:
+        return state
+    async with sessions() as session:
+        await reap_slots(
+            session,
+            tenant_id=tenant_id,
+            limit=limit,
+            closed=lambda ids: closed_workflows(client, ids),
+        )
+        refreshed = await _state_of(session, tenant_id, workflow_id, limit)
+        await session.commit()
+    return refreshed or state
+
+
+async def release_and_wake(
+    sessions: SessionFactory,
+    *,
+    tenant_id: uuid.UUID,
+    workflow_id: str,
+    run_limit: RunLimit,
+    client: Client | None = None,
+) -> list[str]:
+    """A run's last step, however it ended: give the slot back and signal who got it.
+
+    A signal that fails is not an error: the admitted run finds its slot at its next poll.
+
+    Returns:
+        The runs admitted in its place, oldest first.
+    """
+    async with sessions() as session:
+        limit = await tenant_run_limit(session, tenant_id, run_limit)
+        admitted = await release_slot(
+            session, tenant_id=tenant_id, workflow_id=workflow_id, limit=limit
+        )
+        await session.commit()
+    if client is not None:
+        for admitted_id in admitted:
+            try:
+                await client.get_workflow_handle(admitted_id).signal(RUN_SLOT_SIGNAL)
+            except RPCError:
+                continue
+    return admitted

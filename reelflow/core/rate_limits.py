@@ -7,6 +7,9 @@ Postgres's row lock serializes the processes counting the same key, and its cloc
 only one consulted, so API hosts with skewed clocks agree on the windows. A key can never
 get more than its limit accepted within one window (at most twice the limit across a
 window boundary, the usual price of fixed windows).
+
+The limit itself comes from the tenant's plan (`api.deps.limits_for`); this module, like
+all of `reelflow.core`, knows no plans.
 """
 
 from __future__ import annotations
@@ -19,27 +22,10 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from reelflow.billing.plans import plan_limits
 from reelflow.core.settings import Settings
 
 WINDOW_S = 10
 """Plans state their request limits per 10 seconds (seed 003: 10 per 10 s on the free tier)."""
-
-
-@dataclass(frozen=True)
-class AccessLimits:
-    """The limits the API enforces for a tenant's plan."""
-
-    requests_per_10s: int
-    concurrent_runs: int
-
-
-def limits_for(plan: str) -> AccessLimits:
-    """The request and run limits of `plan`, from the plan table (unknown plans get Free's)."""
-    limits = plan_limits(plan)
-    return AccessLimits(
-        requests_per_10s=limits.requests_per_10s, concurrent_runs=limits.concurrent_runs
-    )
 
 
 def rate_limits_on(settings: Settings) -> bool:

@@ -189,3 +189,57 @@ async def test_slots_of_runs_that_ended_without_releasing_are_reaped(
         *holders,
         "never-started",
     }
+
+
+async def test_a_run_takes_its_plans_slots_and_its_release_wakes_the_next(
+    sessions: SessionFactory, local_env: WorkflowEnvironment
+) -> None:
+    client: Client = local_env.client
+    tenant = await _tenant(sessions)
+    plans_seen: list[str] = []
+
+    def one_run(plan: str) -> int:
+        plans_seen.append(plan)
+        return 1
+
+    runs = [f"gated-{uuid.uuid4()}" for _ in range(3)]
+    for workflow_id in runs:
+        await client.start_workflow("NoSuchWorkflow", id=workflow_id, task_queue="nobody-serves")
+    states = [
+        await concurrency.acquire(
+            sessions,
+            tenant_id=tenant,
+            workflow_id=workflow_id,
+            pipeline="ingest",
+            run_limit=one_run,
+            client=client,
+        )
+        for workflow_id in runs
+    ]
+    assert [s.state for s in states] == ["running", "queued", "queued"]
+    assert set(plans_seen) == {"free"}
+
+    assert await concurrency.release_and_wake(
+        sessions, tenant_id=tenant, workflow_id=runs[0], run_limit=one_run, client=client
+    ) == [runs[1]]
+    history = await client.get_workflow_handle(runs[1]).fetch_history()
+    signals = [
+        event.workflow_execution_signaled_event_attributes.signal_name
+        for event in history.events
+        if event.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert signals == [concurrency.RUN_SLOT_SIGNAL]
+
+    # The holder is terminated without releasing: the next acquire reaps its slot.
+    await client.get_workflow_handle(runs[1]).terminate("killed by an operator")
+    again = await concurrency.acquire(
+        sessions,
+        tenant_id=tenant,
+        workflow_id=runs[2],
+        pipeline="ingest",
+        run_limit=one_run,
+        client=client,
+    )
+    assert again.admitted
+    await client.get_workflow_handle(runs[0]).terminate("test finished")
+    await client.get_workflow_handle(runs[2]).terminate("test finished")

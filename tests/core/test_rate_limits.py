@@ -10,9 +10,10 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.deps import limits_for
 from reelflow.core.db import SessionFactory, create_engine, session_factory
 from reelflow.core.migrate import upgrade_database
-from reelflow.core.rate_limits import RateDecision, count_request, limits_for, rate_limits_on
+from reelflow.core.rate_limits import RateDecision, count_request, rate_limits_on
 from reelflow.core.settings import Settings
 from reelflow.core.tenants import authenticate, create_tenant
 
