@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import stripe
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
 
-from api.deps import CurrentTenant, ResourcesDep, SessionDep
+from api.deps import CurrentTenant, Resources, ResourcesDep, SessionDep
 from api.errors import ERROR_RESPONSES, ApiError, temporal_unavailable
 from reelflow.billing import accounts
 from reelflow.billing.plans import UnknownPlan, upgrade_path
@@ -29,7 +31,15 @@ from reelflow.billing.stripe_client import (
     billing_enabled,
     stripe_billing,
 )
-from reelflow.billing.usage import LimitUsage, usage_summary
+from reelflow.billing.usage import (
+    LimitUsage,
+    Meter,
+    QuotaExceeded,
+    release,
+    reserve,
+    usage_summary,
+    warning_header,
+)
 from reelflow.billing.webhooks import (
     MAX_WEBHOOK_BYTES,
     WebhookRejected,
@@ -56,6 +66,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/billing", tags=["billing"], responses=ERROR_RESPONSES)
 
 INVOICES_SHOWN = 24
+T = TypeVar("T")
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -83,6 +94,77 @@ def _stripe_failed(exc: stripe.StripeError) -> ApiError:
     return ApiError(502, "provider_error", "Stripe refused the request; try again or contact us")
 
 
+QUOTA_WARNING_HEADER = "Quota-Warning"
+"""Set on responses to metered work once a limit is 80 % used; `GET /v1/billing` lists all."""
+
+
+def quota_refused(exc: QuotaExceeded) -> ApiError:
+    """402 `quota_exceeded`; the message names the limit and the plan to upgrade to."""
+    return ApiError(402, "quota_exceeded", exc.message)
+
+
+def warn(response: Response, warnings: list[str]) -> None:
+    """Put limit warnings on a response to metered work."""
+    value = warning_header(warnings)
+    if value:
+        response.headers[QUOTA_WARNING_HEADER] = value
+
+
+@dataclass
+class AiCreditHold:
+    """Dollars held from a tenant's AI credits while one answer is being written."""
+
+    resources: Resources
+    tenant_id: uuid.UUID
+    work_id: str
+    warnings: list[str]
+    _released: bool = False
+
+    def headers(self) -> dict[str, str]:
+        value = warning_header(self.warnings)
+        return {QUOTA_WARNING_HEADER: value} if value else {}
+
+    async def release(self) -> None:
+        """Give the hold back (the ledger now holds what the answer cost); once."""
+        if self._released:
+            return
+        self._released = True
+        async with self.resources.sessions.begin() as session:
+            await release(session, meter=Meter.AI_CREDITS_USD, work_id=self.work_id)
+
+    async def released_after(self, events: AsyncIterator[T]) -> AsyncIterator[T]:
+        """Pass a stream through, releasing the hold when it ends or is abandoned."""
+        try:
+            async for item in events:
+                yield item
+        finally:
+            await self.release()
+
+
+async def ai_credit_hold(resources: Resources, tenant_id: uuid.UUID) -> AiCreditHold:
+    """Hold `AI_CREDIT_HOLD_USD` of the tenant's AI credits for one model call.
+
+    Raises:
+        ApiError: 402 when the period's AI credits are used up.
+    """
+    work_id = f"chat-{uuid.uuid4().hex}"
+    amount = Decimal(str(resources.settings.ai_credit_hold_usd))
+    try:
+        async with resources.sessions.begin() as session:
+            hold = await reserve(
+                session,
+                tenant_id=tenant_id,
+                meter=Meter.AI_CREDITS_USD,
+                amount=amount,
+                work_id=work_id,
+                now=datetime.now(UTC),
+            )
+    except QuotaExceeded as exc:
+        raise quota_refused(exc) from None
+    warning = hold.warning
+    return AiCreditHold(resources, tenant_id, work_id, [] if warning is None else [warning])
+
+
 def _limit_view(limit: LimitUsage) -> LimitView:
     return LimitView(
         name=limit.meter.value,
@@ -97,10 +179,11 @@ def _limit_view(limit: LimitUsage) -> LimitView:
 
 @router.get("", response_model=BillingView)
 async def get_billing(
-    tenant: CurrentTenant, session: SessionDep, resources: ResourcesDep
+    tenant: CurrentTenant, session: SessionDep, resources: ResourcesDep, response: Response
 ) -> BillingView:
     """The plan, the current period, usage against every limit, and recent invoices."""
     summary = await usage_summary(session, tenant.id, datetime.now(UTC))
+    warn(response, summary.warnings())
     account = await accounts.account_of(session, tenant.id)
     invoices = (
         await session.scalars(

@@ -19,6 +19,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import AnswererDep, CurrentTenant, ResourcesDep, SessionDep
 from api.errors import ERROR_RESPONSES, ApiError, not_found
+from api.routers.billing import ai_credit_hold, warn
 from reelflow.chat.retrieval import Retriever
 from reelflow.chat.service import (
     ChatEvent,
@@ -92,6 +93,7 @@ async def _server_sent(
     response_model=ChatResponse,
     responses={
         200: {"content": {"text/event-stream": {}}},
+        402: {"model": ErrorResponse, "description": "quota_exceeded"},
         502: {"model": ErrorResponse, "description": "provider_error"},
         503: {"model": ErrorResponse, "description": "provider_unavailable"},
     },
@@ -111,25 +113,37 @@ async def chat(
             "invalid_request",
             f"message: is {len(body.message)} characters long; the limit is {limit}",
         )
+    # AI credits: a hold while the answer is written; the ledger then has its real cost.
+    hold = await ai_credit_hold(resources, tenant.id)
+    warn(response, hold.warnings)
     try:
         turn = await service.prepare(tenant.id, body)
     except ChatNotFound as exc:
+        await hold.release()
         raise not_found(exc.what, exc.ident) from None
+    except BaseException:
+        await hold.release()
+        raise
     headers = {
         "X-Chat-Session-Id": str(turn.session_id),
         "X-Chat-Message-Id": str(turn.message_id),
     }
     if body.stream:
         return EventSourceResponse(
-            _server_sent(service.run(turn)), headers=headers, ping=_KEEPALIVE_S
+            hold.released_after(_server_sent(service.run(turn))),
+            headers={**headers, **hold.headers()},
+            ping=_KEEPALIVE_S,
         )
-    async with aclosing(service.run(turn)) as events:
-        async for event in events:
-            if isinstance(event, TurnDone):
-                response.headers.update(headers)
-                return event.response
-            if not isinstance(event, ContentDelta):
-                raise ApiError(event.status_code, event.code, event.message, headers=headers)
+    try:
+        async with aclosing(service.run(turn)) as events:
+            async for event in events:
+                if isinstance(event, TurnDone):
+                    response.headers.update(headers)
+                    return event.response
+                if not isinstance(event, ContentDelta):
+                    raise ApiError(event.status_code, event.code, event.message, headers=headers)
+    finally:
+        await hold.release()
     raise RuntimeError("the chat turn ended without a result")  # pragma: no cover
 
 

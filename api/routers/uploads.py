@@ -12,14 +12,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import CurrentTenant, ResourcesDep, SessionDep, SettingsDep
 from api.errors import ERROR_RESPONSES, ApiError, not_found, payload_too_large
+from api.routers.billing import quota_refused, warn
 from api.routers.videos import load_video, parse_video_id, workflow_queue
 from api.signing import check_upload_signature, signed_upload_url
 from api.streaming import receive_raw_body
 from reelflow.assets import videos
+from reelflow.billing.usage import QuotaExceeded, admit_media
 from reelflow.core.runs import start_ingest
 from reelflow.core.storage import ObjectNotFound
 from schemas.api import ErrorResponse, UploadReceived, UploadRequest, UploadTicket, VideoAccepted
@@ -38,14 +40,29 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     "/uploads",
     status_code=201,
     response_model=UploadTicket,
-    responses={**ERROR_RESPONSES, **_errors(413)},
+    responses={**ERROR_RESPONSES, **_errors(402, 413)},
 )
 async def create_upload(
-    body: UploadRequest, tenant: CurrentTenant, session: SessionDep, settings: SettingsDep
+    body: UploadRequest,
+    tenant: CurrentTenant,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> UploadTicket:
-    """Register a video and get a signed URL to PUT its bytes to."""
+    """Register a video and get a signed URL to PUT its bytes to (402 past the plan's
+    storage or ingest minutes)."""
     if body.size_bytes > settings.max_upload_bytes:
         raise payload_too_large(settings.max_upload_bytes)
+    try:
+        # The declared size counts against storage from here: the row is the reservation.
+        warn(
+            response,
+            await admit_media(
+                session, tenant_id=tenant.id, incoming_bytes=body.size_bytes, now=datetime.now(UTC)
+            ),
+        )
+    except QuotaExceeded as exc:
+        raise quota_refused(exc) from None
     video_id = uuid.uuid4()
     # Whole seconds: the expiry travels in the URL as a unix timestamp.
     expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(

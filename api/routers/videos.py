@@ -7,18 +7,21 @@ import mimetypes
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import anyio.to_thread
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentTenant, Resources, ResourcesDep, SessionDep, TenantContext
 from api.errors import ERROR_RESPONSES, ApiError, not_found
+from api.routers.billing import quota_refused, warn
 from api.streaming import StoredFile, receive_form_upload
 from reelflow.assets import videos
+from reelflow.billing.usage import QuotaExceeded, admit_media
 from reelflow.core.db import SessionFactory
 from reelflow.core.runs import start_import, start_ingest
 from reelflow.core.settings import Settings
@@ -186,10 +189,10 @@ _MULTIPART_BODY: dict[str, Any] = {
     status_code=202,
     response_model=VideoAccepted,
     openapi_extra=_MULTIPART_BODY,
-    responses=_errors(400, 413, 415, 503),
+    responses=_errors(400, 402, 413, 415, 503),
 )
 async def upload_video(
-    request: Request, tenant: CurrentTenant, resources: ResourcesDep
+    request: Request, tenant: CurrentTenant, resources: ResourcesDep, response: Response
 ) -> VideoAccepted:
     """Upload a video as multipart/form-data and start ingesting it."""
     settings, storage = resources.settings, resources.storage
@@ -216,6 +219,13 @@ async def upload_video(
         collection_id = _form_collection(form.fields)
         # The row is written only now that the bytes are safely stored.
         async with resources.sessions() as session:
+            try:
+                admitted = await admit_media(
+                    session, tenant_id=tenant.id, incoming_bytes=stored.size, now=_now()
+                )
+            except QuotaExceeded as exc:
+                raise quota_refused(exc) from None
+            warn(response, admitted)
             await videos.create_video(
                 session,
                 tenant_id=tenant.id,
@@ -249,6 +259,10 @@ async def upload_video(
     return VideoAccepted(video_id=video_id, workflow_id=workflow_id, status=VideoStatus.PENDING)
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _title_from_url(url: str) -> str:
     parts = urlsplit(url)
     name = PurePosixPath(parts.path).name
@@ -259,10 +273,10 @@ def _title_from_url(url: str) -> str:
     "/import",
     status_code=202,
     response_model=VideoAccepted,
-    responses=_errors(400, 503),
+    responses=_errors(400, 402, 503),
 )
 async def import_video(
-    body: ImportRequest, tenant: CurrentTenant, resources: ResourcesDep
+    body: ImportRequest, tenant: CurrentTenant, resources: ResourcesDep, response: Response
 ) -> VideoAccepted:
     """Import a video from a public http(s) URL and start ingesting it."""
     # Imported here: the SSRF guard brings httpx (and its CLI's rich and click), a tenth of
@@ -278,6 +292,12 @@ async def import_video(
     video_id = uuid.uuid4()
     extension = videos.safe_extension(urlsplit(url).path)
     async with resources.sessions() as session:
+        try:
+            # Its size is known only once downloaded: a full storage or month refuses it now.
+            admitted = await admit_media(session, tenant_id=tenant.id, incoming_bytes=0, now=_now())
+        except QuotaExceeded as exc:
+            raise quota_refused(exc) from None
+        warn(response, admitted)
         await videos.create_video(
             session,
             tenant_id=tenant.id,
