@@ -21,6 +21,7 @@ from api.routers import discover as discover_routes
 from api.routers import generations as generation_routes
 from api.routers import (
     health,
+    improvements,
     insights,
     reports,
     runs,
@@ -132,6 +133,7 @@ def create_app(
     app.include_router(scripts.router)
     app.include_router(insights.router)
     app.include_router(reports.router)
+    app.include_router(improvements.router)
     return app
 
 

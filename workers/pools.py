@@ -40,6 +40,7 @@ from activities.generation import (
     GenerationProviderActivities,
 )
 from activities.imports import ImportActivities
+from activities.improve import ImproveActivities
 from activities.indexing import IndexingActivities
 from activities.media import MediaActivities
 from activities.transcription import TranscriptionActivities
@@ -51,12 +52,15 @@ from reelflow.discover.adapters import ScriptAdapter, build_adapter
 from reelflow.discover.analyzers import VideoAnalyzer, build_analyzer
 from reelflow.discover.apify_source import ApifySource
 from reelflow.generation.routing import ProviderRegistry, build_provider_registry
+from reelflow.improve.analysts import InsightAnalyst, build_analyst
+from reelflow.improve.improvements import PromptWriter, build_prompt_writer
 from reelflow.ingest.transcription import Transcriber, build_transcriber
 from reelflow.search.embedding import Embedder, build_embedder
 from schemas.queues import POOLS, TaskQueues
 from workers.versioning import deployment_config
 from workflows.discover import DiscoverWorkflow, ProcessOutlierWorkflow
 from workflows.generation import GenerationWorkflow
+from workflows.improve import ImproveWorkflow
 from workflows.ingest import IngestWorkflow
 
 logger = logging.getLogger(__name__)
@@ -161,6 +165,25 @@ class DiscoverClients:
         return self._adapter
 
 
+class ImproveClients:
+    """The improve pipeline's insight analyst and prompt writer, each built once, on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._analyst: InsightAnalyst | None = None
+        self._writer: PromptWriter | None = None
+
+    def analyst(self) -> InsightAnalyst:
+        if self._analyst is None:
+            self._analyst = build_analyst(self._settings)
+        return self._analyst
+
+    def writer(self) -> PromptWriter:
+        if self._writer is None:
+            self._writer = build_prompt_writer(self._settings)
+        return self._writer
+
+
 @dataclass(frozen=True)
 class QueueActivities:
     """The activities one task queue serves in this process, and how many at once."""
@@ -192,6 +215,7 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
                     GenerationWorkflow,
                     DiscoverWorkflow,
                     ProcessOutlierWorkflow,
+                    ImproveWorkflow,
                 ],
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 deployment_config=versioning,
@@ -393,6 +417,23 @@ def activities_by_queue(deps: WorkerDependencies, pools: Sequence[str]) -> list[
             remote_jobs.cancel_generation_job,
         ]
         activities += discover_provider_activities()
+        improve = ImproveClients(settings)
+        improvement = ImproveActivities(
+            sessions=sessions,
+            settings=settings,
+            registry=video_providers,
+            analyst=improve.analyst,
+            writer=improve.writer,
+            executor=deps.io_executor,
+        )
+        activities += [
+            improvement.load_improvement_insights,
+            improvement.write_improved_prompt,
+            improvement.admit_improvement_generation,
+            improvement.pre_approve_generation,
+            improvement.link_improved_version,
+            improvement.finish_improvement,
+        ]
         served.append(QueueActivities(queues.providers, activities, settings.provider_concurrency))
     return served
 

@@ -130,7 +130,7 @@ def _print_detail(detail: ImprovementDetail) -> None:
         )
 
 
-@app.command("improve")
+@app.command("start")
 def improve(
     video_id: uuid.UUID,
     tenant: TenantOption,

@@ -18,13 +18,14 @@ from schemas.contracts import ActivityContract
 from schemas.discover_activities import DISCOVER_ACTIVITIES
 from schemas.failures import NON_RETRYABLE_ERROR_TYPES
 from schemas.generation_activities import GENERATION_ACTIVITIES
+from schemas.improve_activities import IMPROVE_ACTIVITIES
 from schemas.ingest_activities import INGEST_ACTIVITIES
 from schemas.queues import POOLS, TaskQueues
 from tests.api.api_support import BagOfWordsEmbedder
 from workers.pools import WorkerDependencies, activities_by_queue
 
 CONTRACTS: tuple[ActivityContract[Any, Any], ...] = (
-    INGEST_ACTIVITIES + GENERATION_ACTIVITIES + DISCOVER_ACTIVITIES
+    INGEST_ACTIVITIES + GENERATION_ACTIVITIES + DISCOVER_ACTIVITIES + IMPROVE_ACTIVITIES
 )
 
 
