@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -22,9 +24,11 @@ from temporalio.service import RPCError
 from api.app import create_app
 from api.routers import admin as admin_routes
 from api.routers import billing as billing_routes
+from reelflow.core.db import session_factory
 from reelflow.core.settings import Settings
 from reelflow.core.storage import LocalStorage
 from schemas.billing import billing_workflow_id
+from schemas.tables import LedgerEntry, Video
 from tests.api.api_support import BagOfWordsEmbedder, TenantKey
 from tests.api.conftest import TenantFactory
 from tests.support.stripe_server import StripeServer, running_stripe
@@ -271,3 +275,60 @@ async def test_admin_billing_needs_the_admin_key(
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
     )
     assert backwards.status_code == 422
+
+
+async def _fill(api_engine: AsyncEngine, tenant: TenantKey, *, gb: float, ai_usd: str) -> None:
+    async with session_factory(api_engine).begin() as session:
+        session.add(
+            Video(
+                id=uuid.uuid4(),
+                tenant_id=tenant.tenant_id,
+                title="stored",
+                origin="upload",
+                source_key=f"k-{uuid.uuid4()}",
+                status="completed",
+                stage="done",
+                size_bytes=int(gb * 1024**3),
+                duration_s=60.0,
+            )
+        )
+        session.add(
+            LedgerEntry(
+                idempotency_key=f"chat-{uuid.uuid4()}",
+                tenant_id=tenant.tenant_id,
+                step="chat",
+                provider="openai",
+                operation="chat_output",
+                model="gpt-4o-mini",
+                units=Decimal(1),
+                unit="token",
+                unit_price_usd=Decimal(ai_usd),
+                price_version="test",
+                cost_usd=Decimal(ai_usd),
+            )
+        )
+
+
+async def test_metered_work_warns_from_80_percent_and_is_refused_at_the_limit(
+    billing_api: httpx.AsyncClient, make_tenant: TenantFactory, api_engine: AsyncEngine
+) -> None:
+    dora = await make_tenant("dora")
+    await _fill(api_engine, dora, gb=0.85, ai_usd="1.00")  # Free: 1 GB, $1 of AI credits
+    upload = {"title": "a", "filename": "a.mp4", "size_bytes": 1024, "content_type": "video/mp4"}
+    ticket = await billing_api.post("/v1/videos/uploads", json=upload, headers=dora.headers)
+    assert ticket.status_code == 201, ticket.text
+    assert "storage_gb limit" in ticket.headers["Quota-Warning"]
+    usage = await billing_api.get("/v1/billing", headers=dora.headers)
+    assert "Quota-Warning" in usage.headers
+    assert any("storage_gb" in w for w in usage.json()["warnings"])
+
+    chat = await billing_api.post("/v1/chat", json={"message": "hi"}, headers=dora.headers)
+    assert chat.status_code == 402
+    error = chat.json()["error"]
+    assert error["code"] == "quota_exceeded"
+    assert "ai_credits_usd" in error["message"] and "upgrade to premium" in error["message"]
+
+    await _fill(api_engine, dora, gb=0.2, ai_usd="0")
+    refused = await billing_api.post("/v1/videos/uploads", json=upload, headers=dora.headers)
+    assert refused.status_code == 402
+    assert "storage_gb" in refused.json()["error"]["message"]
