@@ -6,14 +6,17 @@ for 24 h), so a retried request creates one customer, not two.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import stripe
 
-from reelflow.billing.plans import PAID_PLANS, canonical_plan_name
+from reelflow.billing.plans import PAID_PLANS, UnknownPlan, canonical_plan_name
 from reelflow.core.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class BillingOff(RuntimeError):
@@ -97,6 +100,17 @@ def billing_enabled(settings: Settings) -> bool:
     return settings.stripe_api_key is not None and bool(settings.stripe_api_key.get_secret_value())
 
 
+def _prices(configured: Mapping[str, str]) -> dict[str, str]:
+    """Prices by plan; a name that is no plan is left out (and logged), not fatal."""
+    prices: dict[str, str] = {}
+    for name, price in configured.items():
+        try:
+            prices[canonical_plan_name(name)] = price
+        except UnknownPlan:
+            logger.warning("STRIPE_PRICES names %r, which is not a plan; ignored", name)
+    return prices
+
+
 def stripe_billing(settings: Settings) -> StripeBilling:
     """The deployment's Stripe client.
 
@@ -114,7 +128,7 @@ def stripe_billing(settings: Settings) -> StripeBilling:
     site = settings.api_base_url.rstrip("/")
     return StripeBilling(
         client=client,
-        prices={canonical_plan_name(k): v for k, v in settings.stripe_prices.items()},
+        prices=_prices(settings.stripe_prices),
         success_url=settings.billing_success_url or f"{site}/billing/done",
         return_url=settings.billing_return_url or site,
     )
