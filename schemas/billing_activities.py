@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from schemas.billing import (
     ApplyBillingEventInput,
     BillingState,
@@ -46,3 +48,6 @@ EXPIRE_GRACE = ActivityContract(
     retry=DATABASE_RETRY,
 )
 """Move a tenant whose grace period ended with a payment still failed to Free."""
+
+BILLING_ACTIVITIES: tuple[ActivityContract[Any, Any], ...] = (APPLY_BILLING_EVENT, EXPIRE_GRACE)
+"""Every billing activity; the worker pools register each on its contract's pool."""
