@@ -23,6 +23,7 @@ from api.routers import (
     health,
     improvements,
     insights,
+    performance,
     reports,
     runs,
     scrapes,
@@ -134,6 +135,7 @@ def create_app(
     app.include_router(insights.router)
     app.include_router(reports.router)
     app.include_router(improvements.router)
+    app.include_router(performance.router)
     return app
 
 

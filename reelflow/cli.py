@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from reelflow.core.settings import Settings, SettingsError, get_settings
 from reelflow.discover import commands as discover_commands
 from reelflow.discover import scrape_commands, script_commands
-from reelflow.improve import improve_commands, insights_commands
+from reelflow.improve import improve_commands, insights_commands, performance_commands
 
 app = typer.Typer(help="Durable pipelines for an AI short-video business.", no_args_is_help=True)
 dev_app = typer.Typer(help="The embedded stack on this machine.", no_args_is_help=True)
@@ -38,6 +38,7 @@ app.add_typer(discover_commands.app, name="discover")
 app.add_typer(script_commands.app, name="script")
 app.add_typer(insights_commands.app, name="insights")
 app.add_typer(improve_commands.app, name="improve")
+app.add_typer(performance_commands.app, name="performance")
 
 console = Console()
 DEV_TENANT_NAME = "dev"

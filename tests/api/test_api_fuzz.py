@@ -113,6 +113,19 @@ SEEDS: dict[str, dict[str, Any]] = {
     "PATCH /v1/products/{product_id}": {"body": {}},
     "PATCH /v1/projects/{project_id}": {"body": {}},
     "GET /v1/videos/{video_id}/product-fit": {"query": {"project_id": SOME_ID}},
+    "GET /v1/videos/{video_id}/versions/compare": {"query": {"with": SOME_ID}},
+    "POST /v1/videos/{video_id}/performance": {
+        "body": {"platform": "tiktok", "views": 100, "recorded_at": "2026-01-01T00:00:00Z"}
+    },
+    "PATCH /v1/videos/{video_id}/performance/{snapshot_id}": {"body": {"views": 10}},
+    "POST /v1/videos/{video_id}/performance/link-post": {"body": {"post_id": SOME_ID}},
+    "POST /v1/performance/import": {
+        "body": {
+            "file": b"video_id,platform,views,recorded_at\n"
+            + SOME_ID.encode()
+            + b",tiktok,5,2026-01-01T00:00:00Z\n"
+        }
+    },
     "POST /v1/scripts": {
         "body": {
             "title": "t",
