@@ -30,6 +30,12 @@ from reelflow.core.settings import SettingsError, load_settings
 app = typer.Typer(help="Plans and usage of tenants.", no_args_is_help=True)
 admin_app = typer.Typer(help="Operator reports.", no_args_is_help=True)
 
+
+@admin_app.callback()
+def _admin() -> None:
+    """Operator reports (a group even with one command, so `admin billing` stays stable)."""
+
+
 T = TypeVar("T")
 _err = Console(stderr=True)
 _out = Console()
@@ -71,7 +77,8 @@ def _tenant_id(raw: str) -> uuid.UUID:
 def plans_command() -> None:
     """The plan table and its limits."""
     table = Table(title=f"plans (version {PLANS_VERSION})")
-    for column in ("plan", "$/month", "videos", "seconds", "storage GB", "ingest min", "AI $"):
+    table.add_column("plan", no_wrap=True, min_width=7)
+    for column in ("$/month", "videos", "seconds", "storage GB", "ingest min", "AI $"):
         table.add_column(column)
     for column in ("projects", "runs", "req/10s"):
         table.add_column(column)
