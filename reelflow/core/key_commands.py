@@ -19,13 +19,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from reelflow.core import tenants
 from reelflow.core.settings import SettingsError, load_settings
-from schemas.tables import Tenant
+from schemas.tables import ApiKey, Tenant
 
 app = typer.Typer(help="API keys: create, list, rotate, revoke.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants.", no_args_is_help=True)
+"""`list`; mount its commands next to `reelflow tenants create`."""
 console = Console()
 errors = Console(stderr=True)
 
@@ -193,3 +196,53 @@ def revoke(tenant: TenantOption, key_id: uuid.UUID, as_json: JsonOption = False)
         typer.echo(json.dumps(_key_json(info)))
     else:
         console.print(f"revoked {info.id} ({escape(info.name)})")
+
+
+@tenants_app.callback()
+def _tenants() -> None:
+    """Tenants."""  # a group even with one command, so `tenants list` reads the same mounted
+
+
+@tenants_app.command("list")
+def tenants_list(as_json: JsonOption = False) -> None:
+    """Every tenant: id, name, plan and how many keys it can use now."""
+    from reelflow.core.db import create_engine, session_factory
+
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        _fail(str(err), code=2)
+
+    async def run() -> list[tuple[uuid.UUID, str, str, int]]:
+        engine = create_engine(settings.database_url, pool_size=1)
+        usable = func.count(ApiKey.id).filter(
+            ApiKey.revoked_at.is_(None),
+            (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > func.now()),
+        )
+        try:
+            async with session_factory(engine)() as session:
+                rows = await session.execute(
+                    select(Tenant.id, Tenant.name, Tenant.plan, usable)
+                    .outerjoin(ApiKey, ApiKey.tenant_id == Tenant.id)
+                    .group_by(Tenant.id)
+                    .order_by(Tenant.created_at, Tenant.id)
+                )
+                return [(row[0], row[1], row[2], int(row[3])) for row in rows]
+        finally:
+            await engine.dispose()
+
+    rows = asyncio.run(run())
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {"tenant_id": str(tid), "name": name, "plan": plan, "active_keys": keys}
+                    for tid, name, plan, keys in rows
+                ]
+            )
+        )
+        return
+    table = Table("tenant_id", "name", "plan", "active keys")
+    for tid, name, plan, keys in rows:
+        table.add_row(str(tid), escape(name), plan, str(keys))
+    console.print(table)

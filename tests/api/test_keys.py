@@ -357,6 +357,7 @@ def test_the_cli_creates_lists_rotates_and_revokes_keys(
     from typer.testing import CliRunner
 
     from reelflow.core.key_commands import app as keys_cli
+    from reelflow.core.key_commands import tenants_app as tenants_cli
 
     monkeypatch.setenv("DATABASE_URL", api_database_url)
     monkeypatch.setenv("REELFLOW_TENANT_ID", str(alice.tenant_id))
@@ -388,3 +389,11 @@ def test_the_cli_creates_lists_rotates_and_revokes_keys(
     assert bad_scope.exit_code == 2 and "unknown scope" in bad_scope.output
     last_admin = runner.invoke(keys_cli, ["revoke", str(listed[1]["key_id"])])
     assert last_admin.exit_code == 1 and "last admin key" in last_admin.output
+
+    tenants = runner.invoke(tenants_cli, ["list", "--json"])
+    assert tenants.exit_code == 0, tenants.output
+    mine = [t for t in json.loads(tenants.stdout) if t["tenant_id"] == str(alice.tenant_id)]
+    # The default key and the rotated one still in its grace period.
+    assert mine == [
+        {"tenant_id": str(alice.tenant_id), "name": "alice", "plan": "free", "active_keys": 2}
+    ]
