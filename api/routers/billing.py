@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import stripe
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,14 +22,8 @@ from temporalio.service import RPCError
 from api.deps import CurrentTenant, Resources, ResourcesDep, SessionDep
 from api.errors import ERROR_RESPONSES, ApiError, temporal_unavailable
 from reelflow.billing import accounts
+from reelflow.billing.config import billing_enabled
 from reelflow.billing.plans import UnknownPlan, upgrade_path
-from reelflow.billing.stripe_client import (
-    BillingOff,
-    PlanNotSold,
-    StripeBilling,
-    billing_enabled,
-    stripe_billing,
-)
 from reelflow.billing.usage import (
     LimitUsage,
     Meter,
@@ -61,6 +54,11 @@ from schemas.billing_tables import BillingInvoice
 from schemas.queues import TaskQueues
 from schemas.tables import Tenant
 
+if TYPE_CHECKING:
+    import stripe
+
+    from reelflow.billing.stripe_client import StripeBilling
+
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"], responses=ERROR_RESPONSES)
@@ -78,6 +76,10 @@ def _billing_off() -> ApiError:
 
 
 def _stripe(settings: Settings) -> StripeBilling:
+    # Imported here: the Stripe SDK costs the API's cold start a third of a second, and
+    # only the checkout, portal and webhook routes need it.
+    from reelflow.billing.stripe_client import BillingOff, stripe_billing
+
     try:
         return stripe_billing(settings)
     except BillingOff:
@@ -89,6 +91,8 @@ def _stripe_failed(exc: stripe.StripeError) -> ApiError:
     logger.warning(
         "Stripe refused a billing call: %s (request %s)", type(exc).__name__, exc.request_id
     )
+    import stripe
+
     if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError):
         return ApiError(503, "provider_unavailable", "Stripe did not answer; try again shortly")
     return ApiError(502, "provider_error", "Stripe refused the request; try again or contact us")
@@ -226,6 +230,10 @@ async def create_checkout(
     """A Stripe Checkout page for a subscription to `plan`; the plan changes once Stripe
     reports the payment (webhook), not when the page is opened."""
     billing = _stripe(resources.settings)
+    import stripe
+
+    from reelflow.billing.stripe_client import PlanNotSold
+
     try:
         billing.price_for(body.plan)
     except UnknownPlan as exc:
@@ -256,6 +264,8 @@ async def create_portal(
 ) -> RedirectUrl:
     """Stripe's customer portal: change plan or card, see invoices, cancel."""
     billing = _stripe(resources.settings)
+    import stripe
+
     account = await accounts.account_of(session, tenant.id)
     if account is None or account.stripe_customer_id is None:
         raise ApiError(

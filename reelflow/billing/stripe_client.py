@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import stripe
 
+from reelflow.billing.config import billing_enabled
 from reelflow.billing.plans import PAID_PLANS, UnknownPlan, canonical_plan_name
 from reelflow.core.settings import Settings
 
@@ -94,10 +95,6 @@ class StripeBilling:
             params={"customer": customer_id, "return_url": self.return_url}
         )
         return str(portal.url)
-
-
-def billing_enabled(settings: Settings) -> bool:
-    return settings.stripe_api_key is not None and bool(settings.stripe_api_key.get_secret_value())
 
 
 def _prices(configured: Mapping[str, str]) -> dict[str, str]:
