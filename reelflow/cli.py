@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -414,16 +415,17 @@ def demo() -> None:
         with tempfile.TemporaryDirectory(prefix="reelflow-demo-") as workdir:
             video = make_speech_video(Path(workdir) / "demo.mp4", DEMO_SENTENCES)
             console.print(f"Made a {video.duration_s:.1f} s speech video: {video.path.name}")
-            _demo_ingest(settings, api_key, video.path)
-        _demo_generate(settings, api_key)
+            uploaded_id = _demo_ingest(settings, api_key, video.path)
+        generated_id = _demo_generate(settings, api_key)
         with tempfile.TemporaryDirectory(prefix="reelflow-demo-discover-") as workdir:
             _demo_discover(settings, api_key, Path(workdir))
+        _demo_improve(settings, api_key, generated_id, uploaded_id)
     finally:
         if stack is not None:
             stack.stop()
 
 
-def _demo_ingest(settings: Settings, api_key: str, path: Path) -> None:
+def _demo_ingest(settings: Settings, api_key: str, path: Path) -> str:
     headers = {"Authorization": f"Bearer {api_key}"}
     with httpx.Client(base_url=settings.api_base_url, headers=headers, timeout=60) as http:
         with path.open("rb") as file:
@@ -474,6 +476,7 @@ def _demo_ingest(settings: Settings, api_key: str, path: Path) -> None:
             f"Run in the Temporal UI: {settings.temporal_ui_url}/namespaces/"
             f"{settings.temporal_namespace}/workflows/{workflow_id}"
         )
+    return str(video_id)
 
 
 DEMO_PROMPT = "A paper boat sails down a rain-soaked street at dusk"
@@ -609,7 +612,7 @@ def _demo_discover(settings: Settings, api_key: str, workdir: Path) -> None:
                 console.print(f"  {line}")
 
 
-def _demo_generate(settings: Settings, api_key: str) -> None:
+def _demo_generate(settings: Settings, api_key: str) -> str:
     """Generate a short clip with the local renderer and print its validation report."""
     headers = {"Authorization": f"Bearer {api_key}"}
     with httpx.Client(base_url=settings.api_base_url, headers=headers, timeout=60) as http:
@@ -664,6 +667,70 @@ def _demo_generate(settings: Settings, api_key: str) -> None:
         console.print(
             f"Run in the Temporal UI: {settings.temporal_ui_url}/namespaces/"
             f"{settings.temporal_namespace}/workflows/{state['workflow_id']}"
+        )
+    return str(video_id)
+
+
+def _demo_improve(settings: Settings, api_key: str, video_id: str, other_id: str) -> None:
+    """Import sample metrics, read the insights, and improve the generated clip."""
+    from reelflow.dev.improve_sample import sample_metrics_csv
+
+    headers = {"Authorization": f"Bearer {api_key}"}
+    metrics = sample_metrics_csv(uuid.UUID(video_id), uuid.UUID(other_id), datetime.now(UTC))
+    with httpx.Client(base_url=settings.api_base_url, headers=headers, timeout=60) as http:
+        imported = http.post(
+            "/v1/performance/import", files={"file": ("metrics.csv", metrics, "text/csv")}
+        )
+        if imported.status_code != 200:
+            console.print(f"[red]metrics import refused: {imported.text}[/red]")
+            raise typer.Exit(1)
+        report = imported.json()
+        console.print(
+            f"Imported sample metrics: {report['accepted']} of {report['lines']} line(s) "
+            f"accepted, {report['rejected']} rejected"
+        )
+        summary = http.get(f"/v1/videos/{video_id}/performance/summary").json()
+        for platform in summary["platforms"]:
+            console.print(
+                f"  {platform['platform']}: {platform['views']:,} views, engagement "
+                f"{(platform['engagement_rate'] or 0) * 100:.1f} %, "
+                f"{platform['times_usual'] or 0:.1f}x your usual"
+            )
+        answer = http.get(f"/v1/videos/{video_id}/insights").json()
+        insights = answer.get("insights") or {}
+        console.print(f"Insights ({answer['analyst']}):")
+        for strength in insights.get("strengths", [])[:2]:
+            console.print(f"  [green]+[/green] {strength}")
+        for weakness in insights.get("weaknesses", [])[:2]:
+            console.print(f"  [red]-[/red] {weakness}")
+        console.print(f"Report with charts: {settings.api_base_url}/v1/reports/videos/{video_id}")
+        response = http.post(
+            f"/v1/videos/{video_id}/improvements", json={"approve_over_budget": True}
+        )
+        if response.status_code != 202:
+            console.print(f"[red]improvement refused: {response.text}[/red]")
+            raise typer.Exit(1)
+        improvement_id = response.json()["improvement_id"]
+        deadline = time.monotonic() + 300
+        with console.status("improving") as status:
+            while True:
+                detail = http.get(f"/v1/improvements/{improvement_id}").json()
+                status.update(detail["status"])
+                if detail["status"] in ("completed", "failed", "canceled"):
+                    break
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        if detail["status"] != "completed":
+            error = (detail.get("error") or {}).get("message", detail["status"])
+            console.print(f"[red]improvement ended as {detail['status']}: {error}[/red]")
+            raise typer.Exit(1)
+        console.print(f"Improved prompt ({detail['writer']}): {detail['improved_prompt']!r}")
+        for change in detail["changes"][:3]:
+            console.print(f"  {change['kind']}: {change['what']} — because {change['because']}")
+        versions = http.get(f"/v1/videos/{video_id}/versions").json()["versions"]
+        console.print(
+            "Versions: " + " → ".join(f"v{v['version']} {v['video_id']}" for v in versions)
         )
 
 

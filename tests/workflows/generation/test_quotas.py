@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from reelflow.billing.usage import current_period
 from reelflow.core.db import SessionFactory, session_factory
 from reelflow.core.tenants import create_tenant
 from reelflow.generation import quotas
@@ -52,14 +53,19 @@ async def reserve(
 
 async def usage(sessions: SessionFactory, tenant_id: uuid.UUID) -> quotas.QuotaSnapshot:
     async with sessions() as session:
-        return await quotas.snapshot(session, tenant_id=tenant_id, plan=FREE, period="2026-11")
+        period = (await current_period(session, tenant_id, NOW)).name
+        return await quotas.snapshot(session, tenant_id=tenant_id, plan=FREE, period=period)
 
 
 def test_plans_follow_the_seed_tiers() -> None:
     assert {name: p.monthly_video_seconds for name, p in quotas.PLANS.items()} == {
         "free": 80,
-        "creator": 800,
+        "premium": 800,
+        "starter": 1200,
         "pro": 3200,
+        "agency": 12000,
+        # Names used before the plan table mean the plans that replaced them.
+        "creator": 800,
         "enterprise": 12000,
     }
     assert quotas.period_of(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == "2026-12"
