@@ -16,10 +16,9 @@ from temporalio.client import Client
 
 from api.deps import Resources
 from api.errors import install_error_handlers
-from api.routers import chat as chat_routes
-from api.routers import discover as discover_routes
-from api.routers import generations as generation_routes
 from api.routers import (
+    admin,
+    billing,
     health,
     improvements,
     insights,
@@ -33,6 +32,9 @@ from api.routers import (
     usage,
     videos,
 )
+from api.routers import chat as chat_routes
+from api.routers import discover as discover_routes
+from api.routers import generations as generation_routes
 from reelflow.chat.answerers import Answerer
 from reelflow.chat.retrieval import RetrievalCache
 from reelflow.chat.service import build_chat_answerer, check_chat_pricing
@@ -136,6 +138,8 @@ def create_app(
     app.include_router(reports.router)
     app.include_router(improvements.router)
     app.include_router(performance.router)
+    app.include_router(billing.router)
+    app.include_router(admin.router)
     return app
 
 

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from reelflow.billing import commands as billing_commands
 from reelflow.core.settings import Settings, SettingsError, get_settings
 from reelflow.discover import commands as discover_commands
 from reelflow.discover import scrape_commands, script_commands
@@ -40,6 +41,8 @@ app.add_typer(script_commands.app, name="script")
 app.add_typer(insights_commands.app, name="insights")
 app.add_typer(improve_commands.app, name="improve")
 app.add_typer(performance_commands.app, name="performance")
+app.add_typer(billing_commands.app, name="billing")
+app.add_typer(billing_commands.admin_app, name="admin")
 
 console = Console()
 DEV_TENANT_NAME = "dev"

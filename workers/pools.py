@@ -27,6 +27,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities._errors import FailureTranslationInterceptor
+from activities.billing import BillingActivities
 from activities.catalog import CatalogActivities
 from activities.discover import (
     AdaptationActivities,
@@ -58,6 +59,7 @@ from reelflow.ingest.transcription import Transcriber, build_transcriber
 from reelflow.search.embedding import Embedder, build_embedder
 from schemas.queues import POOLS, TaskQueues
 from workers.versioning import deployment_config
+from workflows.billing import BillingWorkflow
 from workflows.discover import DiscoverWorkflow, ProcessOutlierWorkflow
 from workflows.generation import GenerationWorkflow
 from workflows.improve import ImproveWorkflow
@@ -216,6 +218,7 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
                     DiscoverWorkflow,
                     ProcessOutlierWorkflow,
                     ImproveWorkflow,
+                    BillingWorkflow,
                 ],
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 deployment_config=versioning,
@@ -434,6 +437,8 @@ def activities_by_queue(deps: WorkerDependencies, pools: Sequence[str]) -> list[
             improvement.link_improved_version,
             improvement.finish_improvement,
         ]
+        billing = BillingActivities(sessions=sessions, settings=settings)
+        activities += [billing.apply_billing_event, billing.expire_billing_grace]
         served.append(QueueActivities(queues.providers, activities, settings.provider_concurrency))
     return served
 

@@ -14,6 +14,7 @@ from temporalio import activity
 from reelflow.core.db import create_engine
 from reelflow.core.settings import Settings
 from reelflow.core.storage import LocalStorage
+from schemas.billing_activities import BILLING_ACTIVITIES
 from schemas.contracts import ActivityContract
 from schemas.discover_activities import DISCOVER_ACTIVITIES
 from schemas.failures import NON_RETRYABLE_ERROR_TYPES
@@ -25,7 +26,11 @@ from tests.api.api_support import BagOfWordsEmbedder
 from workers.pools import WorkerDependencies, activities_by_queue
 
 CONTRACTS: tuple[ActivityContract[Any, Any], ...] = (
-    INGEST_ACTIVITIES + GENERATION_ACTIVITIES + DISCOVER_ACTIVITIES + IMPROVE_ACTIVITIES
+    INGEST_ACTIVITIES
+    + GENERATION_ACTIVITIES
+    + DISCOVER_ACTIVITIES
+    + IMPROVE_ACTIVITIES
+    + BILLING_ACTIVITIES
 )
 
 
