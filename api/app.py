@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api.deps import Resources
+from api.deps import Resources, install_rate_limit_headers
 from api.errors import install_error_handlers
 from api.routers import (
     admin,
@@ -22,6 +22,8 @@ from api.routers import (
     health,
     improvements,
     insights,
+    keys,
+    listings,
     performance,
     reports,
     runs,
@@ -140,6 +142,9 @@ def create_app(
     app.include_router(performance.router)
     app.include_router(billing.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
+    app.include_router(listings.router)
+    install_rate_limit_headers(app)
     return app
 
 

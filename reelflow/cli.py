@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from reelflow.billing import commands as billing_commands
+from reelflow.core import key_commands
 from reelflow.core.settings import Settings, SettingsError, get_settings
 from reelflow.discover import commands as discover_commands
 from reelflow.discover import scrape_commands, script_commands
@@ -43,6 +44,8 @@ app.add_typer(improve_commands.app, name="improve")
 app.add_typer(performance_commands.app, name="performance")
 app.add_typer(billing_commands.app, name="billing")
 app.add_typer(billing_commands.admin_app, name="admin")
+app.add_typer(key_commands.app, name="keys")
+tenants_app.command("list")(key_commands.tenants_list)
 
 console = Console()
 DEV_TENANT_NAME = "dev"

@@ -75,7 +75,15 @@ _GENERATION = {
 }
 
 SOME_ID = "00000000-0000-4000-8000-000000000000"
-SEED_STATUS: dict[str, int] = {"POST /v1/products": 404}
+SEED_STATUS: dict[str, int] = {
+    "POST /v1/products": 404,
+    # A tenant key on the platform's admin route: refused, whatever else is sent.
+    "GET /v1/admin/billing": 403,
+    # Billing is off in the embedded stack (no STRIPE_API_KEY): these routes do not exist.
+    "POST /v1/billing/checkout": 404,
+    "POST /v1/billing/portal": 404,
+    "POST /v1/billing/webhooks": 404,
+}
 """Seeds that cannot succeed without an object made first, and the status they get."""
 
 SEEDS: dict[str, dict[str, Any]] = {
@@ -105,6 +113,8 @@ SEEDS: dict[str, dict[str, Any]] = {
         "body": b"0123456789",
     },
     "POST /v1/brands": {"body": {"name": "Acme"}},
+    "POST /v1/keys": {"body": {"name": "ci", "scopes": ["read"]}},
+    "POST /v1/billing/checkout": {"body": {"plan": "pro"}},
     # A brand id that names nothing: the seed is a 404, the sweep still reaches every check
     # that comes before the brand lookup (see SEED_STATUS).
     "POST /v1/products": {"body": {"brand_id": SOME_ID, "name": "Deck"}},
