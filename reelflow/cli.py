@@ -240,14 +240,22 @@ def api(
 @tenants_app.command("create")
 def tenants_create(
     name: str,
-    plan: Annotated[str, typer.Option(help="free, creator, pro or enterprise.")] = "free",
+    plan: Annotated[
+        str, typer.Option(help="free, premium, starter, pro or agency (see `billing plans`).")
+    ] = "free",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a tenant and print its API key (shown only once)."""
+    from reelflow.billing.plans import canonical_plan_name
     from reelflow.core.db import create_engine, session_factory
     from reelflow.core.tenants import create_tenant
 
     settings = _settings()
+    try:
+        plan = canonical_plan_name(plan)
+    except ValueError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
 
     async def create() -> tuple[str, str]:
         engine = create_engine(settings.database_url, pool_size=1)

@@ -351,3 +351,6 @@ class UsageReport(BaseModel):
     group_by: list[UsageGroupBy]
     total_usd: float
     groups: list[UsageGroup]
+    quota_warnings: list[str] = Field(default_factory=list)
+    """Plan limits at 80 % or more in the current period (also the `Quota-Warning` header);
+    `GET /v1/billing` shows usage against every limit."""

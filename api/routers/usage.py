@@ -9,13 +9,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import ColumnElement, func, select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from api.deps import CurrentTenant, ResourcesDep, SessionDep
 from api.errors import ERROR_RESPONSES, ApiError
+from api.routers.billing import warn
+from reelflow.billing.usage import usage_summary
 from reelflow.core.ledger import LEDGER_CHANNEL
 from schemas.api import UsageGroup, UsageGroupBy, UsageReport, UtcTimestamp
 from schemas.tables import LedgerEntry
@@ -50,6 +52,7 @@ def parse_group_by(raw: str) -> list[UsageGroupBy]:
 
 @router.get("", response_model=UsageReport)
 async def get_usage(
+    response: Response,
     tenant: CurrentTenant,
     session: SessionDep,
     since: Annotated[
@@ -112,8 +115,15 @@ async def get_usage(
                 calls=int(mapping["calls"]),
             )
         )
+    warnings = (await usage_summary(session, tenant.id, datetime.now(UTC))).warnings()
+    warn(response, warnings)
     return UsageReport(
-        since=start, until=end, group_by=dimensions, total_usd=float(total), groups=groups
+        since=start,
+        until=end,
+        group_by=dimensions,
+        total_usd=float(total),
+        groups=groups,
+        quota_warnings=warnings,
     )
 
 

@@ -321,6 +321,9 @@ async def test_metered_work_warns_from_80_percent_and_is_refused_at_the_limit(
     usage = await billing_api.get("/v1/billing", headers=dora.headers)
     assert "Quota-Warning" in usage.headers
     assert any("storage_gb" in w for w in usage.json()["warnings"])
+    ledger = await billing_api.get("/v1/usage", headers=dora.headers)
+    assert "storage_gb limit" in ledger.headers["Quota-Warning"]
+    assert any("storage_gb" in w for w in ledger.json()["quota_warnings"])
 
     chat = await billing_api.post("/v1/chat", json={"message": "hi"}, headers=dora.headers)
     assert chat.status_code == 402
