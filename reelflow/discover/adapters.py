@@ -6,13 +6,10 @@ Four adapters write the same `ScriptAdaptation`:
   scenes one-to-one onto the product's benefits, and an audience-fit score counted from
   measurable overlaps (words of the product's audience and benefits found in what the video
   says and shows). It says it is a template (`is_template=True`, `adapter="offline-template"`).
-* `AnthropicAdapter`, `OpenAIAdapter`, `GeminiAdapter`: the chat providers with structured
-  output (a forced tool call, a strict `json_schema` response format, a response JSON
-  schema). Each SDK is imported only when its adapter is built; clients are built once, with
-  SDK retries off (Temporal retries), and errors are classified as the chat answerers do.
-
-An answer that does not fit the schema is asked for once more, then refused as
-`ANALYSIS_INVALID`; a provider's refusal or safety stop is `CONTENT_BLOCKED`.
+* `ModelAdapter`: a chat provider (Anthropic, OpenAI, Gemini) asked for the script in a
+  schema through `reelflow.chat.structured_llm`, which imports the chosen SDK only, builds
+  its client once with SDK retries off, asks again once for an answer that does not fit
+  (then `ANALYSIS_INVALID`), and turns a refusal or safety stop into `CONTENT_BLOCKED`.
 `adaptation.adapter` is `<provider>/<model>` for the providers (the ledger's provider is
 the part before the slash) and `offline-template` for the template.
 """
@@ -20,17 +17,20 @@ the part before the slash) and `offline-template` for the template.
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, Field
 
-from reelflow.core.errors import DomainError
+from reelflow.chat.structured_llm import (
+    AnswerFormat,
+    StructuredAnswerFailed,
+    StructuredChat,
+    build_structured_chat,
+)
 from reelflow.discover.analyzers import TokenUsage
-from reelflow.discover.structured import json_schema_for, parse_structured, validate_structured
 from schemas.discover import (
     AdaptedScene,
     ProductBrief,
@@ -39,17 +39,9 @@ from schemas.discover import (
     ScriptAdaptation,
     VideoAnalysis,
 )
-from schemas.failures import FailureCode
 
 if TYPE_CHECKING:
-    import anthropic
-    import openai
-    from anthropic.types import ToolParam
-    from google import genai
-
     from reelflow.core.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 OFFLINE_ADAPTER = "offline-template"
 DEFAULT_ADAPTER_MODELS: dict[str, str] = {
@@ -61,7 +53,6 @@ DEFAULT_ADAPTER_MODELS: dict[str, str] = {
 rewrite a storyboard (the analysis did the hard part)."""
 
 MAX_OUTPUT_TOKENS = 4096
-ADAPTATION_ATTEMPTS = 2
 TEMPERATURE = 0.5
 """Some variety in the writing; the structure comes from the schema."""
 
@@ -133,279 +124,43 @@ def build_user_prompt(
     return "\n\n".join(parts)
 
 
-def _adaptation(answer: AdaptationAnswer, adapter: str) -> ScriptAdaptation:
-    return ScriptAdaptation(**answer.model_dump(), adapter=adapter, is_template=False)
+ADAPTATION_FORMAT = AnswerFormat(
+    schema=AdaptationAnswer,
+    name="write_script",
+    what="the script",
+    task="write this script",
+    subject="this script",
+)
+
+AdaptationFailed = StructuredAnswerFailed
+"""A domain failure after tokens were billed: `usage` says how many, for the ledger."""
 
 
-def _add(total: TokenUsage | None, more: TokenUsage | None) -> TokenUsage | None:
-    if more is None:
-        return total
-    if total is None:
-        return more
-    return TokenUsage(
-        total.input_tokens + more.input_tokens, total.output_tokens + more.output_tokens
-    )
+class ModelAdapter:
+    """A chat model writes the adaptation in `AdaptationAnswer`'s schema (any provider)."""
 
-
-class AdaptationFailed(DomainError):
-    """A domain failure after tokens were billed: `usage` says how many, for the ledger."""
-
-    def __init__(self, code: FailureCode, message: str, *, usage: TokenUsage | None) -> None:
-        super().__init__(code, message)
-        self.usage = usage
-
-
-def _with_one_retry(
-    provider: str, attempt: Callable[[], tuple[AdaptationAnswer | None, TokenUsage | None, str]]
-) -> tuple[AdaptationAnswer, TokenUsage | None]:
-    """Run `attempt` until it returns an answer, at most `ADAPTATION_ATTEMPTS` times.
-
-    `attempt` returns (answer, usage, why-not): an answer, or None and the reason it did not
-    validate. Blocks and provider errors are raised by `attempt` and end the loop.
-    """
-    billed: TokenUsage | None = None
-    why = ""
-    for number in range(1, ADAPTATION_ATTEMPTS + 1):
-        try:
-            answer, usage, why = attempt()
-        except AdaptationFailed as exc:
-            exc.usage = _add(billed, exc.usage)
-            raise
-        billed = _add(billed, usage)
-        if answer is not None:
-            return answer, billed
-        logger.warning(
-            "%s adaptation attempt %d/%d did not validate: %s",
-            provider,
-            number,
-            ADAPTATION_ATTEMPTS,
-            why,
-        )
-    raise AdaptationFailed(
-        FailureCode.ANALYSIS_INVALID, f"{why} (asked {ADAPTATION_ATTEMPTS} times)", usage=billed
-    )
-
-
-def _validated(parse: Callable[[], AdaptationAnswer]) -> tuple[AdaptationAnswer | None, str]:
-    try:
-        return parse(), ""
-    except DomainError as exc:
-        if exc.code != FailureCode.ANALYSIS_INVALID:
-            raise
-        return None, exc.message
-
-
-# --- providers ---------------------------------------------------------------------------------
-
-_TOOL_NAME = "write_script"
-
-
-class AnthropicAdapter:
-    """Claude, answering through one forced tool call whose input is the script."""
-
-    provider = "anthropic"
-
-    def __init__(self, client: anthropic.Anthropic, model: str) -> None:
-        self._client = client
-        self.model = model
-        self._schema = json_schema_for(AdaptationAnswer, target="anthropic")
+    def __init__(self, chat: StructuredChat) -> None:
+        self._chat = chat
+        self.provider = chat.provider
+        self.model = chat.model
 
     def adapt(
         self, analysis: VideoAnalysis, product: ProductBrief, *, source_title: str | None
     ) -> AdaptationResult:
         """See :meth:`ScriptAdapter.adapt`."""
-        import anthropic
-
-        from reelflow.chat.providers import TRANSPORT_ERRORS
-        from reelflow.chat.providers.claude import classify_anthropic_error
-
-        prompt = build_user_prompt(analysis, product, source_title)
-        tool: ToolParam = {
-            "name": _TOOL_NAME,
-            "description": "Record the adapted script.",
-            "input_schema": self._schema,
-        }
-
-        def attempt() -> tuple[AdaptationAnswer | None, TokenUsage | None, str]:
-            try:
-                # No temperature: the current Messages API leaves sampling to the model.
-                message = self._client.messages.create(
-                    model=self.model,
-                    max_tokens=MAX_OUTPUT_TOKENS,
-                    system=SYSTEM_PROMPT,
-                    messages=[{"role": "user", "content": prompt}],
-                    tools=[tool],
-                    tool_choice={"type": "tool", "name": _TOOL_NAME},
-                )
-            except (anthropic.AnthropicError, *TRANSPORT_ERRORS) as exc:
-                raise classify_anthropic_error(exc) from exc
-            usage = TokenUsage(
-                message.usage.input_tokens
-                + (message.usage.cache_creation_input_tokens or 0)
-                + (message.usage.cache_read_input_tokens or 0),
-                message.usage.output_tokens,
-            )
-            if message.stop_reason == "refusal":
-                raise AdaptationFailed(
-                    FailureCode.CONTENT_BLOCKED,
-                    "Anthropic declined to write this script.",
-                    usage=usage,
-                )
-            tool_input = next(
-                (
-                    block.input
-                    for block in message.content
-                    if block.type == "tool_use" and block.name == _TOOL_NAME
-                ),
-                None,
-            )
-            text = "".join(block.text for block in message.content if block.type == "text")
-            answer, why = _validated(
-                lambda: (
-                    validate_structured(tool_input, AdaptationAnswer, what="the script")
-                    if tool_input is not None
-                    else parse_structured(text, AdaptationAnswer, what="the script")
-                )
-            )
-            return answer, usage, why
-
-        answer, usage = _with_one_retry(self.provider, attempt)
-        return AdaptationResult(
-            _adaptation(answer, f"{self.provider}/{self.model}"), self.model, usage
-        )
-
-
-class OpenAIAdapter:
-    """OpenAI chat completions with a strict `json_schema` response format."""
-
-    provider = "openai"
-
-    def __init__(self, client: openai.OpenAI, model: str) -> None:
-        self._client = client
-        self.model = model
-        self._schema = json_schema_for(AdaptationAnswer, target="openai")
-
-    def adapt(
-        self, analysis: VideoAnalysis, product: ProductBrief, *, source_title: str | None
-    ) -> AdaptationResult:
-        """See :meth:`ScriptAdapter.adapt`."""
-        import openai
-
-        from reelflow.core.provider_errors import classify_openai_error
-
-        prompt = build_user_prompt(analysis, product, source_title)
-
-        def attempt() -> tuple[AdaptationAnswer | None, TokenUsage | None, str]:
-            try:
-                completion = self._client.chat.completions.create(
-                    model=self.model,
-                    messages=[
-                        {"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": prompt},
-                    ],
-                    max_completion_tokens=MAX_OUTPUT_TOKENS,
-                    temperature=TEMPERATURE,
-                    response_format={
-                        "type": "json_schema",
-                        "json_schema": {
-                            "name": "script_adaptation",
-                            "schema": self._schema,
-                            "strict": True,
-                        },
-                    },
-                )
-            except openai.OpenAIError as exc:
-                raise classify_openai_error(exc) from exc
-            usage = (
-                TokenUsage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
-                if completion.usage is not None
-                else None
-            )
-            if not completion.choices:
-                return None, usage, "OpenAI returned no choices"
-            choice = completion.choices[0]
-            if choice.message.refusal or choice.finish_reason == "content_filter":
-                raise AdaptationFailed(
-                    FailureCode.CONTENT_BLOCKED,
-                    "OpenAI declined to write this script"
-                    + (f": {choice.message.refusal}" if choice.message.refusal else "."),
-                    usage=usage,
-                )
-            answer, why = _validated(
-                lambda: parse_structured(
-                    choice.message.content or "", AdaptationAnswer, what="the script"
-                )
-            )
-            return answer, usage, why
-
-        answer, usage = _with_one_retry(self.provider, attempt)
-        return AdaptationResult(
-            _adaptation(answer, f"{self.provider}/{self.model}"), self.model, usage
-        )
-
-
-class GeminiAdapter:
-    """Gemini `generateContent` with a response JSON schema."""
-
-    provider = "gemini"
-
-    def __init__(self, client: genai.Client, model: str) -> None:
-        self._client = client
-        self.model = model
-        self._schema = json_schema_for(AdaptationAnswer, target="gemini")
-
-    def adapt(
-        self, analysis: VideoAnalysis, product: ProductBrief, *, source_title: str | None
-    ) -> AdaptationResult:
-        """See :meth:`ScriptAdapter.adapt`."""
-        from google.genai import errors as genai_errors
-        from google.genai import types as genai_types
-
-        from reelflow.chat.providers import TRANSPORT_ERRORS
-        from reelflow.core.provider_errors import classify_gemini_error
-        from reelflow.discover.gemini_analyzer import (
-            gemini_answer_text,
-            gemini_usage,
-            raise_if_gemini_blocked,
-        )
-
-        config = genai_types.GenerateContentConfig(
-            system_instruction=SYSTEM_PROMPT,
+        written = self._chat.ask(
+            SYSTEM_PROMPT,
+            build_user_prompt(analysis, product, source_title),
+            ADAPTATION_FORMAT,
+            max_tokens=MAX_OUTPUT_TOKENS,
             temperature=TEMPERATURE,
-            max_output_tokens=MAX_OUTPUT_TOKENS,
-            response_mime_type="application/json",
-            response_json_schema=self._schema,
-            automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
         )
-        prompt = build_user_prompt(analysis, product, source_title)
-
-        def attempt() -> tuple[AdaptationAnswer | None, TokenUsage | None, str]:
-            try:
-                response = self._client.models.generate_content(
-                    model=self.model, contents=prompt, config=config
-                )
-            except (
-                genai_errors.APIError,
-                genai_errors.UnknownApiResponseError,
-                *TRANSPORT_ERRORS,
-            ) as exc:
-                raise classify_gemini_error(exc) from exc
-            usage = gemini_usage(response)
-            try:
-                raise_if_gemini_blocked(response, usage, what="this script")
-            except DomainError as exc:
-                raise AdaptationFailed(exc.code, exc.message, usage=usage) from None
-            answer, why = _validated(
-                lambda: parse_structured(
-                    gemini_answer_text(response), AdaptationAnswer, what="the script"
-                )
-            )
-            return answer, usage, why
-
-        answer, usage = _with_one_retry(self.provider, attempt)
-        return AdaptationResult(
-            _adaptation(answer, f"{self.provider}/{self.model}"), self.model, usage
+        adaptation = ScriptAdaptation(
+            **written.answer.model_dump(),
+            adapter=f"{self.provider}/{self.model}",
+            is_template=False,
         )
+        return AdaptationResult(adaptation, written.model, written.usage)
 
 
 # --- the offline template ----------------------------------------------------------------------
@@ -569,18 +324,6 @@ class OfflineTemplateAdapter:
 # --- building ------------------------------------------------------------------------------------
 
 
-def _base_url(settings: Settings, provider: str) -> str | None:
-    """The endpoint of `provider`: CHAT_BASE_URL when chat uses the same provider (a proxy
-    for it), else the provider's own setting (OPENAI_BASE_URL, GEMINI_BASE_URL)."""
-    if settings.chat_provider == provider and settings.chat_base_url:
-        return settings.chat_base_url
-    if provider == "openai":
-        return settings.openai_base_url
-    if provider == "gemini":
-        return settings.gemini_base_url
-    return None
-
-
 def build_adapter(settings: Settings) -> ScriptAdapter:
     """The adapter `settings.discover_adapter` names; build it once per worker process.
 
@@ -590,30 +333,10 @@ def build_adapter(settings: Settings) -> ScriptAdapter:
     Raises:
         SettingsError: a provider is chosen without its API key.
     """
-    from reelflow.core.settings import SettingsError
-
     provider = settings.discover_adapter
     if provider == "offline":
         return OfflineTemplateAdapter()
     model = settings.discover_adapter_model or DEFAULT_ADAPTER_MODELS[provider]
-    keys: dict[str, tuple[str, Any]] = {
-        "anthropic": ("ANTHROPIC_API_KEY", settings.anthropic_api_key),
-        "openai": ("OPENAI_API_KEY", settings.openai_api_key),
-        "gemini": ("GEMINI_API_KEY", settings.gemini_api_key),
-    }
-    variable, secret = keys[provider]
-    if secret is None:
-        raise SettingsError(f"{variable} is required when DISCOVER_ADAPTER is '{provider}'")
-    api_key: str = secret.get_secret_value()
-    base_url = _base_url(settings, provider)
-    if provider == "anthropic":
-        from reelflow.chat.providers.claude import build_anthropic_client
-
-        return AnthropicAdapter(build_anthropic_client(api_key, base_url), model)
-    if provider == "openai":
-        from reelflow.chat.providers.gpt import build_openai_chat_client
-
-        return OpenAIAdapter(build_openai_chat_client(api_key, base_url), model)
-    from reelflow.discover.gemini_analyzer import build_gemini_analysis_client
-
-    return GeminiAdapter(build_gemini_analysis_client(api_key, base_url), model)
+    return ModelAdapter(
+        build_structured_chat(settings, provider, model, chosen_by="DISCOVER_ADAPTER")
+    )

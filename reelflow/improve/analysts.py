@@ -6,13 +6,12 @@ Four analysts write seed 000's insight JSON (`schemas.improve.Insights`):
   metrics against the tenant's usual numbers (its median per platform, the same "x× your
   usual" the Discover pipeline's outliers use). No network, no tokens; it says it is
   statistical (`analyst="statistical"`).
-* `AnthropicAnalyst`, `OpenAIAnalyst`, `GeminiAnalyst`: the chat providers with structured
-  output (a forced tool call, a strict `json_schema` response format, a response JSON
-  schema), asked seed 000's questions about the title, prompt or script, duration,
-  platforms, hashtags and the metric history. Each SDK is imported only when its analyst is
-  built; clients are built once with SDK retries off; an answer that does not fit the
-  schema is asked for once more, then refused as `ANALYSIS_INVALID`; a refusal or safety
-  stop is `CONTENT_BLOCKED`; 429/5xx are `ProviderTransientError` with Retry-After.
+* `ModelAnalyst`: a chat provider (Anthropic, OpenAI, Gemini) asked seed 000's questions
+  about the title, prompt or script, duration, platforms, hashtags and the metric history,
+  answering in the schema through `reelflow.chat.structured_llm` (only the chosen SDK is
+  imported; an answer that does not fit is asked for once more, then refused as
+  `ANALYSIS_INVALID`; a refusal or safety stop is `CONTENT_BLOCKED`; 429/5xx are
+  `ProviderTransientError` with Retry-After).
 
 Analysts block (SDK calls): callers run them on a thread.
 """
@@ -20,15 +19,17 @@ Analysts block (SDK calls): callers run them on a thread.
 from __future__ import annotations
 
 import itertools
-import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from reelflow.core.errors import DomainError
+from reelflow.chat.structured_llm import (
+    AnswerFormat,
+    StructuredAnswerFailed,
+    StructuredChat,
+    build_structured_chat,
+)
 from reelflow.discover.analyzers import TokenUsage
-from reelflow.discover.structured import json_schema_for, parse_structured, validate_structured
-from schemas.failures import FailureCode
 from schemas.improve import (
     Insights,
     PerformanceSnapshot,
@@ -37,14 +38,7 @@ from schemas.improve import (
 )
 
 if TYPE_CHECKING:
-    import anthropic
-    import openai
-    from anthropic.types import ToolParam
-    from google import genai
-
     from reelflow.core.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 STATISTICAL_ANALYST = "statistical"
 DEFAULT_INSIGHT_MODELS: dict[str, str] = {
@@ -56,7 +50,6 @@ DEFAULT_INSIGHT_MODELS: dict[str, str] = {
 large model, and these three have prices in the ledger's table."""
 
 MAX_OUTPUT_TOKENS = 2048
-INSIGHT_ATTEMPTS = 2
 TEMPERATURE = 0.3
 """Mostly reading numbers: little variety wanted."""
 MAX_HISTORY_LINES = 60
@@ -151,12 +144,8 @@ class InsightAnalyst(Protocol):
         ...
 
 
-class InsightsFailed(DomainError):
-    """A domain failure after tokens were billed: `usage` says how many, for the ledger."""
-
-    def __init__(self, code: FailureCode, message: str, *, usage: TokenUsage | None) -> None:
-        super().__init__(code, message)
-        self.usage = usage
+InsightsFailed = StructuredAnswerFailed
+"""A domain failure after tokens were billed: `usage` says how many, for the ledger."""
 
 
 # --- numbers both kinds of analyst use ---------------------------------------------------------
@@ -340,269 +329,43 @@ def build_series_prompt(context: SeriesInsightContext) -> str:
 # --- providers -----------------------------------------------------------------------------------
 
 
-def _add(total: TokenUsage | None, more: TokenUsage | None) -> TokenUsage | None:
-    if more is None:
-        return total
-    if total is None:
-        return more
-    return TokenUsage(
-        total.input_tokens + more.input_tokens, total.output_tokens + more.output_tokens
-    )
+INSIGHTS_FORMAT = AnswerFormat(
+    schema=Insights,
+    name="record_insights",
+    what="the insights",
+    task="analyse this video",
+    subject="these insights",
+)
 
 
-Attempt = Callable[[], tuple[Insights | None, TokenUsage | None, str]]
-"""One provider call: the insights, or None and why they did not validate; billed tokens."""
+class ModelAnalyst:
+    """A chat model answers seed 000's questions in the `Insights` schema (any provider)."""
 
-
-def _with_one_retry(provider: str, attempt: Attempt) -> tuple[Insights, TokenUsage | None]:
-    billed: TokenUsage | None = None
-    why = ""
-    for number in range(1, INSIGHT_ATTEMPTS + 1):
-        try:
-            insights, usage, why = attempt()
-        except InsightsFailed as exc:
-            exc.usage = _add(billed, exc.usage)
-            raise
-        billed = _add(billed, usage)
-        if insights is not None:
-            return insights, billed
-        logger.warning(
-            "%s insights attempt %d/%d did not validate: %s",
-            provider,
-            number,
-            INSIGHT_ATTEMPTS,
-            why,
-        )
-    raise InsightsFailed(
-        FailureCode.ANALYSIS_INVALID, f"{why} (asked {INSIGHT_ATTEMPTS} times)", usage=billed
-    )
-
-
-def _validated(parse: Callable[[], Insights]) -> tuple[Insights | None, str]:
-    try:
-        return parse(), ""
-    except DomainError as exc:
-        if exc.code != FailureCode.ANALYSIS_INVALID:
-            raise
-        return None, exc.message
-
-
-class _ProviderAnalyst:
-    """The two questions (video, series) over one structured call per provider."""
-
-    provider = ""
     statistical = False
 
-    def __init__(self, model: str) -> None:
-        self.model = model
+    def __init__(self, chat: StructuredChat) -> None:
+        self._chat = chat
+        self.provider = chat.provider
+        self.model = chat.model
 
     @property
     def name(self) -> str:
         """See :attr:`InsightAnalyst.name`."""
         return f"{self.provider}/{self.model}"
 
-    def _ask(self, system: str, prompt: str) -> Attempt:
-        raise NotImplementedError
-
     def analyze_video(self, context: VideoInsightContext) -> AnalystAnswer:
         """See :meth:`InsightAnalyst.analyze_video`."""
-        attempt = self._ask(SYSTEM_PROMPT, build_video_prompt(context))
-        insights, usage = _with_one_retry(self.provider, attempt)
-        return AnalystAnswer(insights, self.model, usage)
+        return self._ask(SYSTEM_PROMPT, build_video_prompt(context))
 
     def analyze_series(self, context: SeriesInsightContext) -> AnalystAnswer:
         """See :meth:`InsightAnalyst.analyze_series`."""
-        attempt = self._ask(SERIES_SYSTEM_PROMPT, build_series_prompt(context))
-        insights, usage = _with_one_retry(self.provider, attempt)
-        return AnalystAnswer(insights, self.model, usage)
+        return self._ask(SERIES_SYSTEM_PROMPT, build_series_prompt(context))
 
-
-_TOOL_NAME = "record_insights"
-
-
-class AnthropicAnalyst(_ProviderAnalyst):
-    """Claude, answering through one forced tool call whose input is the insights."""
-
-    provider = "anthropic"
-
-    def __init__(self, client: anthropic.Anthropic, model: str) -> None:
-        super().__init__(model)
-        self._client = client
-        self._schema = json_schema_for(Insights, target="anthropic")
-
-    def _ask(self, system: str, prompt: str) -> Attempt:
-        import anthropic
-
-        from reelflow.chat.providers import TRANSPORT_ERRORS
-        from reelflow.chat.providers.claude import classify_anthropic_error
-
-        tool: ToolParam = {
-            "name": _TOOL_NAME,
-            "description": "Record the performance insights.",
-            "input_schema": self._schema,
-        }
-
-        def attempt() -> tuple[Insights | None, TokenUsage | None, str]:
-            try:
-                message = self._client.messages.create(
-                    model=self.model,
-                    max_tokens=MAX_OUTPUT_TOKENS,
-                    system=system,
-                    messages=[{"role": "user", "content": prompt}],
-                    tools=[tool],
-                    tool_choice={"type": "tool", "name": _TOOL_NAME},
-                )
-            except (anthropic.AnthropicError, *TRANSPORT_ERRORS) as exc:
-                raise classify_anthropic_error(exc) from exc
-            usage = TokenUsage(
-                message.usage.input_tokens
-                + (message.usage.cache_creation_input_tokens or 0)
-                + (message.usage.cache_read_input_tokens or 0),
-                message.usage.output_tokens,
-            )
-            if message.stop_reason == "refusal":
-                raise InsightsFailed(
-                    FailureCode.CONTENT_BLOCKED,
-                    "Anthropic declined to analyse this video.",
-                    usage=usage,
-                )
-            tool_input = next(
-                (
-                    block.input
-                    for block in message.content
-                    if block.type == "tool_use" and block.name == _TOOL_NAME
-                ),
-                None,
-            )
-            text = "".join(block.text for block in message.content if block.type == "text")
-            insights, why = _validated(
-                lambda: (
-                    validate_structured(tool_input, Insights, what="the insights")
-                    if tool_input is not None
-                    else parse_structured(text, Insights, what="the insights")
-                )
-            )
-            return insights, usage, why
-
-        return attempt
-
-
-class OpenAIAnalyst(_ProviderAnalyst):
-    """OpenAI chat completions with a strict `json_schema` response format."""
-
-    provider = "openai"
-
-    def __init__(self, client: openai.OpenAI, model: str) -> None:
-        super().__init__(model)
-        self._client = client
-        self._schema = json_schema_for(Insights, target="openai")
-
-    def _ask(self, system: str, prompt: str) -> Attempt:
-        import openai
-
-        from reelflow.core.provider_errors import classify_openai_error
-
-        def attempt() -> tuple[Insights | None, TokenUsage | None, str]:
-            try:
-                completion = self._client.chat.completions.create(
-                    model=self.model,
-                    messages=[
-                        {"role": "system", "content": system},
-                        {"role": "user", "content": prompt},
-                    ],
-                    max_completion_tokens=MAX_OUTPUT_TOKENS,
-                    temperature=TEMPERATURE,
-                    response_format={
-                        "type": "json_schema",
-                        "json_schema": {
-                            "name": "performance_insights",
-                            "schema": self._schema,
-                            "strict": True,
-                        },
-                    },
-                )
-            except openai.OpenAIError as exc:
-                raise classify_openai_error(exc) from exc
-            usage = (
-                TokenUsage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
-                if completion.usage is not None
-                else None
-            )
-            if not completion.choices:
-                return None, usage, "OpenAI returned no choices"
-            choice = completion.choices[0]
-            if choice.message.refusal or choice.finish_reason == "content_filter":
-                raise InsightsFailed(
-                    FailureCode.CONTENT_BLOCKED,
-                    "OpenAI declined to analyse this video"
-                    + (f": {choice.message.refusal}" if choice.message.refusal else "."),
-                    usage=usage,
-                )
-            insights, why = _validated(
-                lambda: parse_structured(
-                    choice.message.content or "", Insights, what="the insights"
-                )
-            )
-            return insights, usage, why
-
-        return attempt
-
-
-class GeminiAnalyst(_ProviderAnalyst):
-    """Gemini `generateContent` with a response JSON schema."""
-
-    provider = "gemini"
-
-    def __init__(self, client: genai.Client, model: str) -> None:
-        super().__init__(model)
-        self._client = client
-        self._schema = json_schema_for(Insights, target="gemini")
-
-    def _ask(self, system: str, prompt: str) -> Attempt:
-        from google.genai import errors as genai_errors
-        from google.genai import types as genai_types
-
-        from reelflow.chat.providers import TRANSPORT_ERRORS
-        from reelflow.core.provider_errors import classify_gemini_error
-        from reelflow.discover.gemini_analyzer import (
-            gemini_answer_text,
-            gemini_usage,
-            raise_if_gemini_blocked,
+    def _ask(self, system: str, prompt: str) -> AnalystAnswer:
+        written = self._chat.ask(
+            system, prompt, INSIGHTS_FORMAT, max_tokens=MAX_OUTPUT_TOKENS, temperature=TEMPERATURE
         )
-
-        config = genai_types.GenerateContentConfig(
-            system_instruction=system,
-            temperature=TEMPERATURE,
-            max_output_tokens=MAX_OUTPUT_TOKENS,
-            response_mime_type="application/json",
-            response_json_schema=self._schema,
-            automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
-        )
-
-        def attempt() -> tuple[Insights | None, TokenUsage | None, str]:
-            try:
-                response = self._client.models.generate_content(
-                    model=self.model, contents=prompt, config=config
-                )
-            except (
-                genai_errors.APIError,
-                genai_errors.UnknownApiResponseError,
-                *TRANSPORT_ERRORS,
-            ) as exc:
-                raise classify_gemini_error(exc) from exc
-            usage = gemini_usage(response)
-            try:
-                raise_if_gemini_blocked(response, usage, what="these insights")
-            except DomainError as exc:
-                raise InsightsFailed(exc.code, exc.message, usage=usage) from None
-            insights, why = _validated(
-                lambda: parse_structured(
-                    gemini_answer_text(response), Insights, what="the insights"
-                )
-            )
-            return insights, usage, why
-
-        return attempt
+        return AnalystAnswer(written.answer, written.model, written.usage)
 
 
 # --- the statistical analyst -------------------------------------------------------------------
@@ -946,18 +709,6 @@ class StatisticalAnalyst:
 # --- building ------------------------------------------------------------------------------------
 
 
-def _base_url(settings: Settings, provider: str) -> str | None:
-    """CHAT_BASE_URL when chat uses the same provider (a proxy for it), else the provider's
-    own setting (OPENAI_BASE_URL, GEMINI_BASE_URL)."""
-    if settings.chat_provider == provider and settings.chat_base_url:
-        return settings.chat_base_url
-    if provider == "openai":
-        return settings.openai_base_url
-    if provider == "gemini":
-        return settings.gemini_base_url
-    return None
-
-
 def build_analyst(settings: Settings) -> InsightAnalyst:
     """The analyst `settings.insights_provider` names; build it once per process.
 
@@ -967,30 +718,10 @@ def build_analyst(settings: Settings) -> InsightAnalyst:
     Raises:
         SettingsError: a provider is chosen without its API key.
     """
-    from reelflow.core.settings import SettingsError
-
     provider = settings.insights_provider
     if provider == "local":
         return StatisticalAnalyst()
     model = settings.insights_model or DEFAULT_INSIGHT_MODELS[provider]
-    keys: dict[str, tuple[str, Any]] = {
-        "anthropic": ("ANTHROPIC_API_KEY", settings.anthropic_api_key),
-        "openai": ("OPENAI_API_KEY", settings.openai_api_key),
-        "gemini": ("GEMINI_API_KEY", settings.gemini_api_key),
-    }
-    variable, secret = keys[provider]
-    if secret is None:
-        raise SettingsError(f"{variable} is required when INSIGHTS_PROVIDER is '{provider}'")
-    api_key: str = secret.get_secret_value()
-    base_url = _base_url(settings, provider)
-    if provider == "anthropic":
-        from reelflow.chat.providers.claude import build_anthropic_client
-
-        return AnthropicAnalyst(build_anthropic_client(api_key, base_url), model)
-    if provider == "openai":
-        from reelflow.chat.providers.gpt import build_openai_chat_client
-
-        return OpenAIAnalyst(build_openai_chat_client(api_key, base_url), model)
-    from reelflow.discover.gemini_analyzer import build_gemini_analysis_client
-
-    return GeminiAnalyst(build_gemini_analysis_client(api_key, base_url), model)
+    return ModelAnalyst(
+        build_structured_chat(settings, provider, model, chosen_by="INSIGHTS_PROVIDER")
+    )

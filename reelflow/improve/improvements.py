@@ -4,11 +4,10 @@
   it; else the discover script it was produced from; else (an upload, an import) what it
   says (its transcript) and, when the discover pipeline analyzed it, how it is built. With
   none of them the run fails with `improvement_source_missing`, naming what it looked for.
-* **The writers** (`PromptWriter`): the chat providers with structured output (a forced tool
-  call, a strict `json_schema` response format, a response JSON schema; the pattern of
-  `reelflow.discover.adapters`), or `TemplatePromptWriter`, which needs no model and says
-  it is a template. Every writer keeps the strengths and answers each weakness with a
-  recommendation, and lists what it kept and changed (`PromptChange`).
+* **The writers** (`PromptWriter`): a chat provider answering in a schema through
+  `reelflow.chat.structured_llm` (`ModelPromptWriter`), or `TemplatePromptWriter`, which
+  needs no model and says it is a template. Every writer keeps the strengths and answers
+  each weakness with a recommendation, and lists what it kept and changed (`PromptChange`).
 * **The row** (`create_improvement`, `start_improvement`, `improvement_detail`): the API
   and the CLI write it and start the run by name, importing no workflow or provider SDK.
 """
@@ -16,9 +15,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,9 +32,14 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 
+from reelflow.chat.structured_llm import (
+    AnswerFormat,
+    StructuredAnswerFailed,
+    StructuredChat,
+    build_structured_chat,
+)
 from reelflow.core.errors import DomainError
 from reelflow.discover.analyzers import TokenUsage
-from reelflow.discover.structured import json_schema_for, parse_structured, validate_structured
 from schemas import search_attributes as sa
 from schemas.discover_tables import Analysis, Script
 from schemas.failures import FailureCode
@@ -63,14 +65,7 @@ from schemas.queues import WORKFLOW_TASK_QUEUE
 from schemas.tables import LedgerEntry, TranscriptSegment, Video
 
 if TYPE_CHECKING:
-    import anthropic
-    import openai
-    from anthropic.types import ToolParam
-    from google import genai
-
     from reelflow.core.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 TEMPLATE_WRITER = "offline-template"
 DEFAULT_WRITER_MODELS: dict[str, str] = {
@@ -83,7 +78,6 @@ DEFAULT_WRITER_MODELS: dict[str, str] = {
 MAX_SOURCE_CHARS = 6000
 """The original's text sent to a writer; a long transcript is cut (its start holds the hook)."""
 MAX_OUTPUT_TOKENS = 2048
-WRITE_ATTEMPTS = 2
 TEMPERATURE = 0.6
 
 
@@ -329,267 +323,49 @@ class TemplatePromptWriter:
         )
 
 
-class WritingFailed(DomainError):
-    """A domain failure after tokens were billed: `usage` says how many, for the ledger."""
-
-    def __init__(self, code: FailureCode, message: str, *, usage: TokenUsage | None) -> None:
-        super().__init__(code, message)
-        self.usage = usage
+WritingFailed = StructuredAnswerFailed
+"""A domain failure after tokens were billed: `usage` says how many, for the ledger."""
 
 
-def _add(total: TokenUsage | None, more: TokenUsage | None) -> TokenUsage | None:
-    if more is None:
-        return total
-    if total is None:
-        return more
-    return TokenUsage(
-        total.input_tokens + more.input_tokens, total.output_tokens + more.output_tokens
-    )
+def _unusable(answer: PromptAnswer) -> str | None:
+    return None if answer.prompt.strip() else "the answer's prompt is empty"
 
 
-Attempt = Callable[[], tuple[PromptAnswer | None, TokenUsage | None, str]]
+PROMPT_FORMAT = AnswerFormat(
+    schema=PromptAnswer,
+    name="write_prompt",
+    what="the prompt",
+    task="write this prompt",
+    subject="this prompt",
+    usable=_unusable,
+)
 
 
-def _with_one_retry(provider: str, attempt: Attempt) -> tuple[PromptAnswer, TokenUsage | None]:
-    """Ask until an answer fits the schema, at most `WRITE_ATTEMPTS` times."""
-    billed: TokenUsage | None = None
-    why = ""
-    for number in range(1, WRITE_ATTEMPTS + 1):
-        try:
-            answer, usage, why = attempt()
-        except WritingFailed as exc:
-            exc.usage = _add(billed, exc.usage)
-            raise
-        billed = _add(billed, usage)
-        if answer is not None and answer.prompt.strip():
-            return answer, billed
-        why = why or "the answer's prompt is empty"
-        logger.warning(
-            "%s prompt attempt %d/%d unusable: %s", provider, number, WRITE_ATTEMPTS, why
-        )
-    raise WritingFailed(
-        FailureCode.ANALYSIS_INVALID, f"{why} (asked {WRITE_ATTEMPTS} times)", usage=billed
-    )
+class ModelPromptWriter:
+    """A chat model writes the improved prompt in `PromptAnswer`'s schema (any provider)."""
 
-
-def _validated(parse: Callable[[], PromptAnswer]) -> tuple[PromptAnswer | None, str]:
-    try:
-        return parse(), ""
-    except DomainError as exc:
-        if exc.code != FailureCode.ANALYSIS_INVALID:
-            raise
-        return None, exc.message
-
-
-def _written(
-    answer: PromptAnswer, provider: str, model: str, usage: TokenUsage | None
-) -> WrittenPrompt:
-    return WrittenPrompt(
-        prompt=_fit(answer.prompt),
-        changes=answer.changes,
-        writer=f"{provider}/{model}",
-        is_template=False,
-        model=model,
-        usage=usage,
-    )
-
-
-_TOOL_NAME = "write_prompt"
-
-
-class AnthropicPromptWriter:
-    """Claude, answering through one forced tool call whose input is the prompt."""
-
-    provider = "anthropic"
-
-    def __init__(self, client: anthropic.Anthropic, model: str) -> None:
-        self._client = client
-        self.model = model
-        self._schema = json_schema_for(PromptAnswer, target="anthropic")
+    def __init__(self, chat: StructuredChat) -> None:
+        self._chat = chat
+        self.provider = chat.provider
+        self.model = chat.model
 
     def write(self, original: OriginalContent, insights: Insights) -> WrittenPrompt:
         """See :meth:`PromptWriter.write`."""
-        import anthropic
-
-        from reelflow.chat.providers import TRANSPORT_ERRORS
-        from reelflow.chat.providers.claude import classify_anthropic_error
-
-        prompt = build_user_prompt(original, insights)
-        tool: ToolParam = {
-            "name": _TOOL_NAME,
-            "description": "Record the improved prompt.",
-            "input_schema": self._schema,
-        }
-
-        def attempt() -> tuple[PromptAnswer | None, TokenUsage | None, str]:
-            try:
-                message = self._client.messages.create(
-                    model=self.model,
-                    max_tokens=MAX_OUTPUT_TOKENS,
-                    system=SYSTEM_PROMPT,
-                    messages=[{"role": "user", "content": prompt}],
-                    tools=[tool],
-                    tool_choice={"type": "tool", "name": _TOOL_NAME},
-                )
-            except (anthropic.AnthropicError, *TRANSPORT_ERRORS) as exc:
-                raise classify_anthropic_error(exc) from exc
-            usage = TokenUsage(
-                message.usage.input_tokens
-                + (message.usage.cache_creation_input_tokens or 0)
-                + (message.usage.cache_read_input_tokens or 0),
-                message.usage.output_tokens,
-            )
-            if message.stop_reason == "refusal":
-                raise WritingFailed(
-                    FailureCode.CONTENT_BLOCKED,
-                    "Anthropic declined to write this prompt.",
-                    usage=usage,
-                )
-            tool_input = next(
-                (
-                    block.input
-                    for block in message.content
-                    if block.type == "tool_use" and block.name == _TOOL_NAME
-                ),
-                None,
-            )
-            text = "".join(block.text for block in message.content if block.type == "text")
-            answer, why = _validated(
-                lambda: (
-                    validate_structured(tool_input, PromptAnswer, what="the prompt")
-                    if tool_input is not None
-                    else parse_structured(text, PromptAnswer, what="the prompt")
-                )
-            )
-            return answer, usage, why
-
-        answer, usage = _with_one_retry(self.provider, attempt)
-        return _written(answer, self.provider, self.model, usage)
-
-
-class OpenAIPromptWriter:
-    """OpenAI chat completions with a strict `json_schema` response format."""
-
-    provider = "openai"
-
-    def __init__(self, client: openai.OpenAI, model: str) -> None:
-        self._client = client
-        self.model = model
-        self._schema = json_schema_for(PromptAnswer, target="openai")
-
-    def write(self, original: OriginalContent, insights: Insights) -> WrittenPrompt:
-        """See :meth:`PromptWriter.write`."""
-        import openai
-
-        from reelflow.core.provider_errors import classify_openai_error
-
-        prompt = build_user_prompt(original, insights)
-
-        def attempt() -> tuple[PromptAnswer | None, TokenUsage | None, str]:
-            try:
-                completion = self._client.chat.completions.create(
-                    model=self.model,
-                    messages=[
-                        {"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": prompt},
-                    ],
-                    max_completion_tokens=MAX_OUTPUT_TOKENS,
-                    temperature=TEMPERATURE,
-                    response_format={
-                        "type": "json_schema",
-                        "json_schema": {
-                            "name": "improved_prompt",
-                            "schema": self._schema,
-                            "strict": True,
-                        },
-                    },
-                )
-            except openai.OpenAIError as exc:
-                raise classify_openai_error(exc) from exc
-            usage = (
-                TokenUsage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
-                if completion.usage is not None
-                else None
-            )
-            if not completion.choices:
-                return None, usage, "OpenAI returned no choices"
-            choice = completion.choices[0]
-            if choice.message.refusal or choice.finish_reason == "content_filter":
-                raise WritingFailed(
-                    FailureCode.CONTENT_BLOCKED,
-                    "OpenAI declined to write this prompt"
-                    + (f": {choice.message.refusal}" if choice.message.refusal else "."),
-                    usage=usage,
-                )
-            answer, why = _validated(
-                lambda: parse_structured(
-                    choice.message.content or "", PromptAnswer, what="the prompt"
-                )
-            )
-            return answer, usage, why
-
-        answer, usage = _with_one_retry(self.provider, attempt)
-        return _written(answer, self.provider, self.model, usage)
-
-
-class GeminiPromptWriter:
-    """Gemini `generateContent` with a response JSON schema."""
-
-    provider = "gemini"
-
-    def __init__(self, client: genai.Client, model: str) -> None:
-        self._client = client
-        self.model = model
-        self._schema = json_schema_for(PromptAnswer, target="gemini")
-
-    def write(self, original: OriginalContent, insights: Insights) -> WrittenPrompt:
-        """See :meth:`PromptWriter.write`."""
-        from google.genai import errors as genai_errors
-        from google.genai import types as genai_types
-
-        from reelflow.chat.providers import TRANSPORT_ERRORS
-        from reelflow.core.provider_errors import classify_gemini_error
-        from reelflow.discover.gemini_analyzer import (
-            gemini_answer_text,
-            gemini_usage,
-            raise_if_gemini_blocked,
-        )
-
-        config = genai_types.GenerateContentConfig(
-            system_instruction=SYSTEM_PROMPT,
+        written = self._chat.ask(
+            SYSTEM_PROMPT,
+            build_user_prompt(original, insights),
+            PROMPT_FORMAT,
+            max_tokens=MAX_OUTPUT_TOKENS,
             temperature=TEMPERATURE,
-            max_output_tokens=MAX_OUTPUT_TOKENS,
-            response_mime_type="application/json",
-            response_json_schema=self._schema,
-            automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
         )
-        prompt = build_user_prompt(original, insights)
-
-        def attempt() -> tuple[PromptAnswer | None, TokenUsage | None, str]:
-            try:
-                response = self._client.models.generate_content(
-                    model=self.model, contents=prompt, config=config
-                )
-            except (
-                genai_errors.APIError,
-                genai_errors.UnknownApiResponseError,
-                *TRANSPORT_ERRORS,
-            ) as exc:
-                raise classify_gemini_error(exc) from exc
-            usage = gemini_usage(response)
-            try:
-                raise_if_gemini_blocked(response, usage, what="this prompt")
-            except DomainError as exc:
-                raise WritingFailed(exc.code, exc.message, usage=usage) from None
-            answer, why = _validated(
-                lambda: parse_structured(
-                    gemini_answer_text(response), PromptAnswer, what="the prompt"
-                )
-            )
-            return answer, usage, why
-
-        answer, usage = _with_one_retry(self.provider, attempt)
-        return _written(answer, self.provider, self.model, usage)
+        return WrittenPrompt(
+            prompt=_fit(written.answer.prompt),
+            changes=written.answer.changes,
+            writer=f"{self.provider}/{self.model}",
+            is_template=False,
+            model=written.model,
+            usage=written.usage,
+        )
 
 
 def build_prompt_writer(settings: Settings) -> PromptWriter:
@@ -603,44 +379,13 @@ def build_prompt_writer(settings: Settings) -> PromptWriter:
     Raises:
         SettingsError: a provider is chosen without its API key.
     """
-    from reelflow.core.settings import SettingsError
-
     provider = settings.insights_provider
     if provider == "local":
         return TemplatePromptWriter()
     model = settings.insights_model or DEFAULT_WRITER_MODELS[provider]
-    keys: dict[str, tuple[str, Any]] = {
-        "anthropic": ("ANTHROPIC_API_KEY", settings.anthropic_api_key),
-        "openai": ("OPENAI_API_KEY", settings.openai_api_key),
-        "gemini": ("GEMINI_API_KEY", settings.gemini_api_key),
-    }
-    variable, secret = keys[provider]
-    if secret is None:
-        raise SettingsError(f"{variable} is required when INSIGHTS_PROVIDER is '{provider}'")
-    api_key: str = secret.get_secret_value()
-    base_url = _base_url(settings, provider)
-    if provider == "anthropic":
-        from reelflow.chat.providers.claude import build_anthropic_client
-
-        return AnthropicPromptWriter(build_anthropic_client(api_key, base_url), model)
-    if provider == "openai":
-        from reelflow.chat.providers.gpt import build_openai_chat_client
-
-        return OpenAIPromptWriter(build_openai_chat_client(api_key, base_url), model)
-    from reelflow.discover.gemini_analyzer import build_gemini_analysis_client
-
-    return GeminiPromptWriter(build_gemini_analysis_client(api_key, base_url), model)
-
-
-def _base_url(settings: Settings, provider: str) -> str | None:
-    """CHAT_BASE_URL when chat uses the same provider (a proxy for it), else its own."""
-    if settings.chat_provider == provider and settings.chat_base_url:
-        return settings.chat_base_url
-    if provider == "openai":
-        return settings.openai_base_url
-    if provider == "gemini":
-        return settings.gemini_base_url
-    return None
+    return ModelPromptWriter(
+        build_structured_chat(settings, provider, model, chosen_by="INSIGHTS_PROVIDER")
+    )
 
 
 def writer_provider(writer: str) -> str:

@@ -18,10 +18,8 @@ from reelflow.core.provider_errors import ProviderTransientError
 from reelflow.core.settings import Settings, SettingsError
 from reelflow.discover.analyzers import TokenUsage
 from reelflow.improve.analysts import (
-    AnthropicAnalyst,
-    GeminiAnalyst,
     InsightsFailed,
-    OpenAIAnalyst,
+    ModelAnalyst,
     PlatformUsual,
     SeriesInsightContext,
     StatisticalAnalyst,
@@ -379,7 +377,7 @@ def gemini_response(text: str, *, finish_reason: str = "STOP") -> JsonReply:
 def test_anthropic_answers_through_a_forced_tool_call(llm_server: FakeLLMServer) -> None:
     llm_server.enqueue(anthropic_message(ANSWER_JSON))
     analyst = build_analyst(settings_for("anthropic", llm_server))
-    assert isinstance(analyst, AnthropicAnalyst)
+    assert isinstance(analyst, ModelAnalyst) and analyst.provider == "anthropic"
     assert (analyst.name, analyst.statistical) == ("anthropic/claude-haiku-4-5", False)
 
     answer = analyst.analyze_video(CONTEXT)
@@ -428,7 +426,7 @@ def test_openai_uses_a_strict_schema_and_retries_an_invalid_answer(
     llm_server.enqueue(openai_completion('{"strengths": ["cut'))
     llm_server.enqueue(openai_completion(json.dumps(ANSWER_JSON)))
     analyst = build_analyst(settings_for("openai", llm_server))
-    assert isinstance(analyst, OpenAIAnalyst)
+    assert isinstance(analyst, ModelAnalyst) and analyst.provider == "openai"
 
     answer = analyst.analyze_video(CONTEXT)
 
@@ -459,7 +457,7 @@ def test_openai_refusal_is_blocked_and_429_transient_with_retry_after(
 def test_gemini_uses_a_response_json_schema_for_series_too(llm_server: FakeLLMServer) -> None:
     llm_server.enqueue(gemini_response(json.dumps(ANSWER_JSON)))
     analyst = build_analyst(settings_for("gemini", llm_server))
-    assert isinstance(analyst, GeminiAnalyst)
+    assert isinstance(analyst, ModelAnalyst) and analyst.provider == "gemini"
     series = SeriesPerformance(
         collection_id=uuid.uuid4(),
         episodes=2,

@@ -28,9 +28,7 @@ from reelflow.generation.routing import build_provider_registry
 from reelflow.improve.analysts import build_analyst
 from reelflow.improve.improvements import (
     TEMPLATE_WRITER,
-    AnthropicPromptWriter,
-    GeminiPromptWriter,
-    OpenAIPromptWriter,
+    ModelPromptWriter,
     OriginalContent,
     TemplatePromptWriter,
     WritingFailed,
@@ -148,7 +146,7 @@ def anthropic_tool(tool_input: object, *, stop_reason: str = "tool_use") -> Json
 def test_anthropic_writes_through_a_forced_tool_call(llm_server: FakeLLMServer) -> None:
     llm_server.enqueue(anthropic_tool(ANSWER_JSON))
     writer = build_prompt_writer(settings_for("anthropic", llm_server))
-    assert isinstance(writer, AnthropicPromptWriter)
+    assert isinstance(writer, ModelPromptWriter) and writer.provider == "anthropic"
 
     written = writer.write(ORIGINAL, INSIGHTS)
 
@@ -185,7 +183,7 @@ def test_openai_uses_a_strict_schema_and_asks_again_after_a_bad_answer(
     llm_server.enqueue(openai_completion('{"prompt": "cut'))
     llm_server.enqueue(openai_completion(json.dumps(ANSWER_JSON)))
     writer = build_prompt_writer(settings_for("openai", llm_server))
-    assert isinstance(writer, OpenAIPromptWriter)
+    assert isinstance(writer, ModelPromptWriter) and writer.provider == "openai"
 
     written = writer.write(ORIGINAL, INSIGHTS)
 
@@ -209,7 +207,7 @@ def test_openai_empty_prompts_twice_are_refused_as_invalid(llm_server: FakeLLMSe
 def test_gemini_answers_with_a_response_json_schema(llm_server: FakeLLMServer) -> None:
     llm_server.enqueue(gemini_response(json.dumps(ANSWER_JSON)))
     writer = build_prompt_writer(settings_for("gemini", llm_server))
-    assert isinstance(writer, GeminiPromptWriter)
+    assert isinstance(writer, ModelPromptWriter) and writer.provider == "gemini"
 
     written = writer.write(ORIGINAL, INSIGHTS)
 
