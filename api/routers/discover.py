@@ -26,7 +26,9 @@ from temporalio.service import RPCError
 from api.deps import CurrentTenant, ResourcesDep, SessionDep, SettingsDep, TenantContext
 from api.errors import ERROR_RESPONSES, ApiError, echo, temporal_unavailable
 from api.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageKey, decode_cursor, encode_cursor
+from api.routers.billing import quota_refused
 from api.routers.videos import workflow_queue
+from reelflow.billing.usage import QuotaExceeded
 from reelflow.core.errors import DomainError
 from reelflow.core.settings import Settings
 from reelflow.discover import catalog, scrapes
@@ -71,6 +73,8 @@ def _catalog_errors() -> Iterator[None]:
         raise ApiError(409, "conflict", exc.message) from None
     except CatalogError as exc:
         raise ApiError(422, "invalid_request", exc.message) from None
+    except QuotaExceeded as exc:
+        raise quota_refused(exc) from None
 
 
 def _path_id(what: str, raw: str) -> uuid.UUID:

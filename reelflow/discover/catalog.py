@@ -20,6 +20,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, delete, func, literal, select, tuple_
@@ -28,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.pagination import PageKey
+from reelflow.billing.usage import admit_project
 from reelflow.core.errors import DomainError
 from schemas.api_discover import (
     AccountRef,
@@ -514,8 +516,10 @@ async def create_project(
 ) -> ProjectView:
     """A new project watching `body.accounts` (shared with the tenant's other projects) for
     `body.product_ids`; `NotFound` for a product that is not the tenant's, `Conflict` for a
-    duplicate name."""
+    duplicate name. The plan's project limit is checked in the same transaction
+    (`QuotaExceeded`, a 402 in the API)."""
     await _check_products(session, tenant_id, body.product_ids)
+    await admit_project(session, tenant_id=tenant_id, now=datetime.now(UTC))
     project = Project(
         id=uuid.uuid4(),
         tenant_id=tenant_id,

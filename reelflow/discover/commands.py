@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
 
 from api.pagination import PageKey
+from reelflow.billing.usage import QuotaExceeded
 from reelflow.core.db import create_engine, session_factory
 from reelflow.core.errors import DomainError
 from reelflow.core.settings import Settings, SettingsError, load_settings
@@ -126,7 +127,7 @@ def _run(tenant: str, work: Callable[[AsyncSession, uuid.UUID], Awaitable[Result
 
     try:
         return asyncio.run(transaction())
-    except (CatalogError, _Refused) as exc:
+    except (CatalogError, _Refused, QuotaExceeded) as exc:
         raise _fail(str(exc)) from None
     except ValidationError as exc:
         raise _fail(_describe_validation(exc)) from None

@@ -21,6 +21,7 @@ from reelflow.core.storage import LocalStorage
 from reelflow.discover import scrapes
 from schemas.discover import OutlierTier, Platform
 from tests.api.api_support import BagOfWordsEmbedder, TenantKey, assert_error
+from tests.api.conftest import TenantFactory
 from tests.discover.test_catalog import seed_analysis, seed_post, seed_video
 
 
@@ -477,3 +478,19 @@ async def test_a_posts_analysis_and_the_product_fit_of_its_video(
         404,
         "not_found",
     )
+
+
+async def test_a_free_plan_gets_five_projects_and_the_sixth_is_a_402(
+    api: httpx.AsyncClient, make_tenant: TenantFactory
+) -> None:
+    frank = await make_tenant("frank")  # Free: 5 projects (seed 001)
+    for index in range(5):
+        created = await api.post(
+            "/v1/projects", json={"name": f"Project {index}"}, headers=frank.headers
+        )
+        assert created.status_code == 201, created.text
+    refused = await api.post("/v1/projects", json={"name": "One too many"}, headers=frank.headers)
+    message = assert_error(refused, 402, "quota_exceeded")["message"]
+    assert "projects" in message and "upgrade" in message
+    listed = await api.get("/v1/projects", headers=frank.headers)
+    assert len(listed.json()["items"]) == 5
