@@ -20,6 +20,8 @@ Per video and overall it prints:
 * hit@3 for `GET /v1/search` in `vector`, `text` and `hybrid` mode (k=3): a result of the
   right video whose match span (`match_start_s`-`match_end_s`, +-1 s for transcript timing)
   contains the answer sentence's midpoint. Vector-only is the baseline for hybrid;
+* chunk hit@3, for reading the above: the same, but the result's whole chunk (30-60 s)
+  holding the answer is enough. The gap between the two is the span's doing, not retrieval's;
 * reference precision for `POST /v1/chat` (offline answerer): the answer's first reference is
   of the right video and starts at most 10 s before the answer sentence (and no more than
   1 s after its start, Whisper's timing slack). Also shown: the share of questions where any
@@ -252,6 +254,10 @@ class Outcome:
     question: Question
     hits: dict[str, int | None] = field(default_factory=dict)
     """Per mode, the rank (1..K) of the first result that lands, or None."""
+    chunk_hits: dict[str, bool] = field(default_factory=dict)
+    """Per mode, whether a top-K result's whole chunk holds the answer (span or not)."""
+    seen: dict[str, str] = field(default_factory=dict)
+    """Per mode (and ``chat``), where the first result pointed: for reading misses."""
     first_reference_lands: bool = False
     any_reference_lands: bool = False
     references: int = 0
@@ -290,6 +296,12 @@ async def ask(
         outcome.hits[mode] = next(
             (rank for rank, r in enumerate(results, 1) if lands_in_span(r, video_id, q)), None
         )
+        outcome.chunk_hits[mode] = any(
+            r["video_id"] == video_id
+            and r["start_s"] - SPAN_SLACK_S <= q.answer_time_s <= r["end_s"] + SPAN_SLACK_S
+            for r in results
+        )
+        outcome.seen[mode] = _where(results[0], video_id) if results else "nothing"
     started = time.perf_counter()
     response = await api.post("/v1/chat", json={"message": q.text}, headers=headers)
     outcome.answer_s = time.perf_counter() - started
@@ -300,7 +312,15 @@ async def ask(
     outcome.references_landing = sum(landing)
     outcome.first_reference_lands = bool(landing) and landing[0]
     outcome.any_reference_lands = any(landing)
+    outcome.seen["chat"] = _where(references[0], video_id) if references else "nothing"
     return outcome
+
+
+def _where(found: dict[str, Any], video_id: str) -> str:
+    start = found.get("match_start_s", found["start_s"])
+    end = found.get("match_end_s", found["end_s"])
+    video = "" if found["video_id"] == video_id else "another video "
+    return f"{video}{start:.0f}-{end:.0f}s {' '.join(found['text'].split()[:14])!r}"
 
 
 async def run(
@@ -358,6 +378,7 @@ async def run(
 class Tally:
     questions: int = 0
     hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODES, 0))
+    chunk_hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODES, 0))
     first_reference: int = 0
     any_reference: int = 0
     references: int = 0
@@ -367,6 +388,7 @@ class Tally:
         self.questions += 1
         for mode in MODES:
             self.hits[mode] += outcome.hits[mode] is not None
+            self.chunk_hits[mode] += outcome.chunk_hits[mode]
         self.first_reference += outcome.first_reference_lands
         self.any_reference += outcome.any_reference_lands
         self.references += outcome.references
@@ -379,6 +401,7 @@ class Tally:
         return {
             "questions": self.questions,
             **{f"hit3_{mode}": self.share(self.hits[mode]) for mode in MODES},
+            **{f"chunk_hit3_{mode}": self.share(self.chunk_hits[mode]) for mode in MODES},
             "reference_precision": self.share(self.first_reference),
             "any_reference": self.share(self.any_reference),
             "references_landing": self.references_landing / max(1, self.references),
@@ -391,6 +414,8 @@ def _line(label: str, tally: Tally) -> str:
         f"{label:<16}{tally.questions:>4}   {d['hit3_vector']:.3f}  {d['hit3_text']:.3f}"
         f"  {d['hit3_hybrid']:.3f}      {d['reference_precision']:.3f}   {d['any_reference']:.3f}"
         f"   {d['references_landing']:.3f}"
+        f"    {d['chunk_hit3_vector']:.3f}  {d['chunk_hit3_text']:.3f}"
+        f"  {d['chunk_hit3_hybrid']:.3f}"
     )
 
 
@@ -412,8 +437,14 @@ def print_report(outcomes: list[Outcome]) -> dict[str, Any]:
                 f"  [{q.video} {q.answer.start_s:.0f}s] {q.text}  ({ranks};"
                 f" first ref {'ok' if o.first_reference_lands else 'off'})"
             )
+            report(f"      said {q.answer.start_s:.0f}-{q.answer.end_s:.0f}s: {q.answer.text!r}")
+            for where in ("hybrid", "chat"):
+                report(f"      {where} first: {o.seen.get(where, 'nothing')}")
     report("")
-    report("                   n   hit@3: vector  text  hybrid   ref precision  any ref  all refs")
+    report(
+        "                   n   hit@3: vector  text  hybrid   ref precision  any ref  all refs"
+        "    chunk hit@3: vector  text  hybrid"
+    )
     for name, tally in by_video.items():
         report(_line(name, tally))
     for name, tally in by_kind.items():
