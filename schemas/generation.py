@@ -114,6 +114,8 @@ class GenerationPlan(BaseModel):
     quota_warning: str | None = None
     first_attempt: int = 1
     """Attempt numbers go on from earlier runs (a retry), so submit keys never repeat."""
+    index: bool = False
+    """Start indexing the video once stored (the request's `index`, from the row)."""
 
 
 class AttemptSummary(BaseModel):
@@ -399,6 +401,13 @@ class GenerationRequest(BaseModel):
         default=None, ge=0, description="Above this estimate the run waits for approval."
     )
     improved_from_video_id: uuid.UUID | None = None
+    index: bool = Field(
+        default=False,
+        description=(
+            "Transcribe and index the video when it is stored, so search and chat find it "
+            "(its ingest run is `ingest-<video_id>`). Indexing never fails the generation."
+        ),
+    )
 
     @field_validator("prompt")
     @classmethod

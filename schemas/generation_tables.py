@@ -54,6 +54,9 @@ class Generation(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    index_result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    """Null when the video is not to be indexed; ``{"status": "requested"}`` when the request
+    asked for it (`index: true`). The ingest run itself is `ingest-<video_id>`."""
 
 
 class GenerationAttempt(Base):

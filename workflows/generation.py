@@ -18,6 +18,11 @@ history (activities read it from the `generations` row).
   Every attempt is recorded (attempt rows, and the `progress` query).
 * **Settle.** Success stores a video asset and commits the quota; failure, rejection and
   cancellation release it. Cancel stops the provider job where the provider can.
+* **Index on request.** A request with `index: true` starts the stored video's ingest run
+  (`ingest-<video_id>`) as a child that outlives this run (parent close policy ABANDON):
+  the generation completes as soon as its video is stored, whatever indexing then does.
+  Indexing succeeds or fails on the video (`GET /v1/videos/{id}`: status, error, coverage)
+  and in its own run (`GET /v1/runs/ingest-<video_id>`), as any ingest does.
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
+    WorkflowAlreadyStartedError,
 )
+from temporalio.workflow import ParentClosePolicy
 
 from workflows._steps import StepFailed, call, describe_failure, step
 
@@ -75,6 +83,8 @@ with workflow.unsafe.imports_passed_through():
         SUBMIT_GENERATION_JOB,
         VALIDATE_GENERATION_OUTPUT,
     )
+    from schemas.ingest import IngestInput, ingest_workflow_id
+    from schemas.ingest_activities import INGEST_WORKFLOW
     from schemas.queues import TaskQueues
 
 T = TypeVar("T")
@@ -462,7 +472,34 @@ class GenerationWorkflow:
                 sa.VIDEO_ID.value_set(stored.video_id),
             ]
         )
+        # Runs recorded before the option existed end here, without the marker. Asked only
+        # when indexing is, so a generation without it keeps its history (and its size).
+        if cursor.plan.index and workflow.patched("index-result"):
+            await self._start_indexing(stored.video_id)
         return self._result(GenerationStatus.COMPLETED, video_id=stored.video_id)
+
+    async def _start_indexing(self, video_id: str) -> None:
+        """Start the video's ingest run; it is not awaited, so it cannot fail the generation."""
+        tenant_id = self._input.tenant_id
+        try:
+            await workflow.start_child_workflow(
+                INGEST_WORKFLOW.name,
+                IngestInput(tenant_id=tenant_id, video_id=video_id),
+                id=ingest_workflow_id(video_id),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.TENANT_ID, tenant_id),
+                        SearchAttributePair(sa.VIDEO_ID, video_id),
+                        SearchAttributePair(sa.PIPELINE, "ingest"),
+                        SearchAttributePair(sa.STAGE, "queued"),
+                        SearchAttributePair(sa.COST_USD, 0.0),
+                    ]
+                ),
+            )
+        except WorkflowAlreadyStartedError:
+            # Indexing was asked for already (`POST /v1/videos/{id}/ingest`): that run does it.
+            workflow.logger.info("video %s is already being indexed", video_id)
 
     # --- endings ------------------------------------------------------------------------
 

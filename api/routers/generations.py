@@ -218,6 +218,9 @@ async def create_generation(
             await session.rollback()
             raise ApiError(402, "quota_exceeded", exc.message) from None
         admission.generation.workflow_id = workflow_id
+        if body.index:
+            # The run reads it when it plans, so a retried run indexes too.
+            admission.generation.index_result = {"status": "requested"}
         await session.commit()
     try:
         await start_generation(
