@@ -56,6 +56,14 @@ T = TypeVar("T", bound=BaseModel)
 
 ChatProvider = Literal["anthropic", "openai", "gemini"]
 
+SMALL_MODELS: dict[str, str] = {
+    "anthropic": "claude-haiku-4-5",
+    "openai": "gpt-4o-mini",
+    "gemini": "gemini-2.5-flash",
+}
+"""Per provider, a small, cheap model with a price in the ledger's table: the structured
+answers asked here work from material already gathered, so no large model is needed."""
+
 ANSWER_ATTEMPTS = 2
 """One retry: a second invalid answer from the same prompt rarely turns into a third valid one."""
 
@@ -154,56 +162,18 @@ def _checked(
     return _Attempt(None, usage, why) if why else _Attempt(value, usage)
 
 
-def _with_one_retry(
-    provider: str, model: str, answer: AnswerFormat[T], attempt: Callable[[], _Attempt[T]]
-) -> StructuredAnswer[T]:
-    billed: TokenUsage | None = None
-    why = ""
-    for number in range(1, ANSWER_ATTEMPTS + 1):
-        try:
-            result = attempt()
-        except StructuredAnswerFailed as exc:
-            exc.usage = add_usage(billed, exc.usage)
-            raise
-        billed = add_usage(billed, result.usage)
-        if result.answer is not None:
-            return StructuredAnswer(result.answer, model, billed)
-        why = result.why
-        logger.warning(
-            "%s attempt %d/%d for %s was not usable: %s",
-            provider,
-            number,
-            ANSWER_ATTEMPTS,
-            answer.what,
-            why,
-        )
-    raise StructuredAnswerFailed(
-        FailureCode.ANALYSIS_INVALID, f"{why} (asked {ANSWER_ATTEMPTS} times)", usage=billed
-    )
+class _ProviderChat:
+    """What the three providers share: the retry, the usage sums, the schema conversion.
 
+    A provider supplies `_attempt`: one call, parsed, with refusals raised.
+    """
 
-class _SchemaCache:
-    """Each answer schema converted once per provider dialect (the conversion walks it)."""
+    provider = ""
+    _target: SchemaTarget
 
-    def __init__(self, target: SchemaTarget) -> None:
-        self._target: SchemaTarget = target
-        self._schemas: dict[type[BaseModel], dict[str, Any]] = {}
-
-    def __call__(self, schema: type[BaseModel]) -> dict[str, Any]:
-        if schema not in self._schemas:
-            self._schemas[schema] = json_schema_for(schema, target=self._target)
-        return self._schemas[schema]
-
-
-class AnthropicStructuredChat:
-    """Claude, answering through one forced tool call whose input is the answer."""
-
-    provider = "anthropic"
-
-    def __init__(self, client: anthropic.Anthropic, model: str) -> None:
-        self._client = client
+    def __init__(self, model: str) -> None:
         self.model = model
-        self._schema_of = _SchemaCache("anthropic")
+        self._schemas: dict[type[BaseModel], dict[str, Any]] = {}
 
     def ask(
         self,
@@ -214,7 +184,72 @@ class AnthropicStructuredChat:
         max_tokens: int,
         temperature: float,
     ) -> StructuredAnswer[T]:
-        """See :meth:`StructuredChat.ask`; `temperature` is not sent (see below)."""
+        """See :meth:`StructuredChat.ask`."""
+        attempt = self._attempt(
+            system, prompt, answer, max_tokens=max_tokens, temperature=temperature
+        )
+        billed: TokenUsage | None = None
+        why = ""
+        for number in range(1, ANSWER_ATTEMPTS + 1):
+            try:
+                result = attempt()
+            except StructuredAnswerFailed as exc:
+                exc.usage = add_usage(billed, exc.usage)
+                raise
+            billed = add_usage(billed, result.usage)
+            if result.answer is not None:
+                return StructuredAnswer(result.answer, self.model, billed)
+            why = result.why
+            logger.warning(
+                "%s attempt %d/%d for %s was not usable: %s",
+                self.provider,
+                number,
+                ANSWER_ATTEMPTS,
+                answer.what,
+                why,
+            )
+        raise StructuredAnswerFailed(
+            FailureCode.ANALYSIS_INVALID, f"{why} (asked {ANSWER_ATTEMPTS} times)", usage=billed
+        )
+
+    def _schema(self, schema: type[BaseModel]) -> dict[str, Any]:
+        """Each answer schema converted once (the conversion walks the whole schema)."""
+        if schema not in self._schemas:
+            self._schemas[schema] = json_schema_for(schema, target=self._target)
+        return self._schemas[schema]
+
+    def _attempt(
+        self,
+        system: str,
+        prompt: str,
+        answer: AnswerFormat[T],
+        *,
+        max_tokens: int,
+        temperature: float,
+    ) -> Callable[[], _Attempt[T]]:
+        raise NotImplementedError
+
+
+class AnthropicStructuredChat(_ProviderChat):
+    """Claude, answering through one forced tool call whose input is the answer."""
+
+    provider = "anthropic"
+
+    _target = "anthropic"
+
+    def __init__(self, client: anthropic.Anthropic, model: str) -> None:
+        super().__init__(model)
+        self._client = client
+
+    def _attempt(
+        self,
+        system: str,
+        prompt: str,
+        answer: AnswerFormat[T],
+        *,
+        max_tokens: int,
+        temperature: float,
+    ) -> Callable[[], _Attempt[T]]:
         import anthropic
 
         from reelflow.chat.providers import TRANSPORT_ERRORS
@@ -223,7 +258,7 @@ class AnthropicStructuredChat:
         tool: ToolParam = {
             "name": answer.name,
             "description": f"Record {answer.what}.",
-            "input_schema": self._schema_of(answer.schema),
+            "input_schema": self._schema(answer.schema),
         }
 
         def attempt() -> _Attempt[T]:
@@ -270,20 +305,21 @@ class AnthropicStructuredChat:
                 ),
             )
 
-        return _with_one_retry(self.provider, self.model, answer, attempt)
+        return attempt
 
 
-class OpenAIStructuredChat:
+class OpenAIStructuredChat(_ProviderChat):
     """OpenAI chat completions with a strict `json_schema` response format."""
 
     provider = "openai"
 
-    def __init__(self, client: openai.OpenAI, model: str) -> None:
-        self._client = client
-        self.model = model
-        self._schema_of = _SchemaCache("openai")
+    _target = "openai"
 
-    def ask(
+    def __init__(self, client: openai.OpenAI, model: str) -> None:
+        super().__init__(model)
+        self._client = client
+
+    def _attempt(
         self,
         system: str,
         prompt: str,
@@ -291,13 +327,12 @@ class OpenAIStructuredChat:
         *,
         max_tokens: int,
         temperature: float,
-    ) -> StructuredAnswer[T]:
-        """See :meth:`StructuredChat.ask`."""
+    ) -> Callable[[], _Attempt[T]]:
         import openai
 
         from reelflow.core.provider_errors import classify_openai_error
 
-        schema = self._schema_of(answer.schema)
+        schema = self._schema(answer.schema)
 
         def attempt() -> _Attempt[T]:
             try:
@@ -336,20 +371,21 @@ class OpenAIStructuredChat:
                 answer, usage, lambda: parse_structured(content, answer.schema, what=answer.what)
             )
 
-        return _with_one_retry(self.provider, self.model, answer, attempt)
+        return attempt
 
 
-class GeminiStructuredChat:
+class GeminiStructuredChat(_ProviderChat):
     """Gemini `generateContent` with a response JSON schema."""
 
     provider = "gemini"
 
-    def __init__(self, client: genai.Client, model: str) -> None:
-        self._client = client
-        self.model = model
-        self._schema_of = _SchemaCache("gemini")
+    _target = "gemini"
 
-    def ask(
+    def __init__(self, client: genai.Client, model: str) -> None:
+        super().__init__(model)
+        self._client = client
+
+    def _attempt(
         self,
         system: str,
         prompt: str,
@@ -357,8 +393,7 @@ class GeminiStructuredChat:
         *,
         max_tokens: int,
         temperature: float,
-    ) -> StructuredAnswer[T]:
-        """See :meth:`StructuredChat.ask`."""
+    ) -> Callable[[], _Attempt[T]]:
         from google.genai import errors as genai_errors
         from google.genai import types as genai_types
 
@@ -375,7 +410,7 @@ class GeminiStructuredChat:
             temperature=temperature,
             max_output_tokens=max_tokens,
             response_mime_type="application/json",
-            response_json_schema=self._schema_of(answer.schema),
+            response_json_schema=self._schema(answer.schema),
             automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
         )
 
@@ -400,7 +435,7 @@ class GeminiStructuredChat:
                 answer, usage, lambda: parse_structured(text, answer.schema, what=answer.what)
             )
 
-        return _with_one_retry(self.provider, self.model, answer, attempt)
+        return attempt
 
 
 # --- building ------------------------------------------------------------------------------------

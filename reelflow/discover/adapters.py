@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from pydantic import BaseModel, Field
 
 from reelflow.chat.structured_llm import (
+    SMALL_MODELS,
     AnswerFormat,
     StructuredAnswerFailed,
     StructuredChat,
@@ -44,11 +45,7 @@ if TYPE_CHECKING:
     from reelflow.core.settings import Settings
 
 OFFLINE_ADAPTER = "offline-template"
-DEFAULT_ADAPTER_MODELS: dict[str, str] = {
-    "anthropic": "claude-haiku-4-5",
-    "openai": "gpt-4o-mini",
-    "gemini": "gemini-2.5-flash",
-}
+DEFAULT_ADAPTER_MODELS: dict[str, str] = dict(SMALL_MODELS)
 """Per provider, when `DISCOVER_ADAPTER_MODEL` is empty: small, cheap models are enough to
 rewrite a storyboard (the analysis did the hard part)."""
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from reelflow.chat.structured_llm import (
+    SMALL_MODELS,
     AnswerFormat,
     StructuredAnswerFailed,
     StructuredChat,
@@ -41,11 +42,7 @@ if TYPE_CHECKING:
     from reelflow.core.settings import Settings
 
 STATISTICAL_ANALYST = "statistical"
-DEFAULT_INSIGHT_MODELS: dict[str, str] = {
-    "anthropic": "claude-haiku-4-5",
-    "openai": "gpt-4o-mini",
-    "gemini": "gemini-2.5-flash",
-}
+DEFAULT_INSIGHT_MODELS: dict[str, str] = dict(SMALL_MODELS)
 """Per provider, when `INSIGHTS_MODEL` is empty: reading a short table of numbers needs no
 large model, and these three have prices in the ledger's table."""
 

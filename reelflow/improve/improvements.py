@@ -33,6 +33,7 @@ from temporalio.common import (
 )
 
 from reelflow.chat.structured_llm import (
+    SMALL_MODELS,
     AnswerFormat,
     StructuredAnswerFailed,
     StructuredChat,
@@ -68,11 +69,7 @@ if TYPE_CHECKING:
     from reelflow.core.settings import Settings
 
 TEMPLATE_WRITER = "offline-template"
-DEFAULT_WRITER_MODELS: dict[str, str] = {
-    "anthropic": "claude-haiku-4-5",
-    "openai": "gpt-4o-mini",
-    "gemini": "gemini-2.5-flash",
-}
+DEFAULT_WRITER_MODELS: dict[str, str] = dict(SMALL_MODELS)
 """Per provider, when `IMPROVE_WRITER_MODEL` is empty: rewriting one prompt needs no large model."""
 
 MAX_SOURCE_CHARS = 6000
