@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -43,10 +43,11 @@ from reelflow.discover.structured import (
 from schemas.failures import FailureCode
 
 if TYPE_CHECKING:
-    import anthropic
-    import openai
+    # The clients are named in quoted base classes, which linters do not read.
+    import anthropic  # noqa: F401
+    import openai  # noqa: F401
     from anthropic.types import ToolParam
-    from google import genai
+    from google import genai  # noqa: F401
 
     from reelflow.core.settings import Settings
 
@@ -54,7 +55,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=BaseModel)
 
-ChatProvider = Literal["anthropic", "openai", "gemini"]
+ChatProvider = SchemaTarget
+"""`anthropic`, `openai`, `gemini`: each speaks its own dialect of JSON Schema."""
+C = TypeVar("C")
+"""A provider's SDK client."""
 
 SMALL_MODELS: dict[str, str] = {
     "anthropic": "claude-haiku-4-5",
@@ -105,9 +109,15 @@ class StructuredAnswerFailed(DomainError):
 class StructuredChat(Protocol):
     """Asks one chat model for one answer in a pydantic schema."""
 
-    provider: str
-    """The ledger's provider: `anthropic`, `openai`, `gemini`."""
-    model: str
+    @property
+    def provider(self) -> str:
+        """The ledger's provider: `anthropic`, `openai`, `gemini`."""
+        ...
+
+    @property
+    def model(self) -> str:
+        """The model asked."""
+        ...
 
     def ask(
         self,
@@ -162,16 +172,27 @@ def _checked(
     return _Attempt(None, usage, why) if why else _Attempt(value, usage)
 
 
-class _ProviderChat:
+@dataclass(frozen=True)
+class _Question(Generic[T]):
+    """One `ask`'s arguments, as a provider's attempt reads them."""
+
+    system: str
+    prompt: str
+    answer: AnswerFormat[T]
+    max_tokens: int
+    temperature: float
+
+
+class _ProviderChat(Generic[C]):
     """What the three providers share: the retry, the usage sums, the schema conversion.
 
     A provider supplies `_attempt`: one call, parsed, with refusals raised.
     """
 
-    provider = ""
-    _target: SchemaTarget
+    provider: ChatProvider
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, client: C, model: str) -> None:
+        self._client = client
         self.model = model
         self._schemas: dict[type[BaseModel], dict[str, Any]] = {}
 
@@ -185,9 +206,7 @@ class _ProviderChat:
         temperature: float,
     ) -> StructuredAnswer[T]:
         """See :meth:`StructuredChat.ask`."""
-        attempt = self._attempt(
-            system, prompt, answer, max_tokens=max_tokens, temperature=temperature
-        )
+        attempt = self._attempt(_Question(system, prompt, answer, max_tokens, temperature))
         billed: TokenUsage | None = None
         why = ""
         for number in range(1, ANSWER_ATTEMPTS + 1):
@@ -215,41 +234,20 @@ class _ProviderChat:
     def _schema(self, schema: type[BaseModel]) -> dict[str, Any]:
         """Each answer schema converted once (the conversion walks the whole schema)."""
         if schema not in self._schemas:
-            self._schemas[schema] = json_schema_for(schema, target=self._target)
+            self._schemas[schema] = json_schema_for(schema, target=self.provider)
         return self._schemas[schema]
 
-    def _attempt(
-        self,
-        system: str,
-        prompt: str,
-        answer: AnswerFormat[T],
-        *,
-        max_tokens: int,
-        temperature: float,
-    ) -> Callable[[], _Attempt[T]]:
+    def _attempt(self, ask: _Question[T]) -> Callable[[], _Attempt[T]]:
         raise NotImplementedError
 
 
-class AnthropicStructuredChat(_ProviderChat):
+class AnthropicStructuredChat(_ProviderChat["anthropic.Anthropic"]):
     """Claude, answering through one forced tool call whose input is the answer."""
 
     provider = "anthropic"
 
-    _target = "anthropic"
-
-    def __init__(self, client: anthropic.Anthropic, model: str) -> None:
-        super().__init__(model)
-        self._client = client
-
-    def _attempt(
-        self,
-        system: str,
-        prompt: str,
-        answer: AnswerFormat[T],
-        *,
-        max_tokens: int,
-        temperature: float,
-    ) -> Callable[[], _Attempt[T]]:
+    def _attempt(self, ask: _Question[T]) -> Callable[[], _Attempt[T]]:
+        system, prompt, answer = ask.system, ask.prompt, ask.answer
         import anthropic
 
         from reelflow.chat.providers import TRANSPORT_ERRORS
@@ -266,7 +264,7 @@ class AnthropicStructuredChat(_ProviderChat):
                 # No temperature: the current Messages API leaves sampling to the model.
                 message = self._client.messages.create(
                     model=self.model,
-                    max_tokens=max_tokens,
+                    max_tokens=ask.max_tokens,
                     system=system,
                     messages=[{"role": "user", "content": prompt}],
                     tools=[tool],
@@ -308,26 +306,13 @@ class AnthropicStructuredChat(_ProviderChat):
         return attempt
 
 
-class OpenAIStructuredChat(_ProviderChat):
+class OpenAIStructuredChat(_ProviderChat["openai.OpenAI"]):
     """OpenAI chat completions with a strict `json_schema` response format."""
 
     provider = "openai"
 
-    _target = "openai"
-
-    def __init__(self, client: openai.OpenAI, model: str) -> None:
-        super().__init__(model)
-        self._client = client
-
-    def _attempt(
-        self,
-        system: str,
-        prompt: str,
-        answer: AnswerFormat[T],
-        *,
-        max_tokens: int,
-        temperature: float,
-    ) -> Callable[[], _Attempt[T]]:
+    def _attempt(self, ask: _Question[T]) -> Callable[[], _Attempt[T]]:
+        system, prompt, answer = ask.system, ask.prompt, ask.answer
         import openai
 
         from reelflow.core.provider_errors import classify_openai_error
@@ -342,8 +327,8 @@ class OpenAIStructuredChat(_ProviderChat):
                         {"role": "system", "content": system},
                         {"role": "user", "content": prompt},
                     ],
-                    max_completion_tokens=max_tokens,
-                    temperature=temperature,
+                    max_completion_tokens=ask.max_tokens,
+                    temperature=ask.temperature,
                     response_format={
                         "type": "json_schema",
                         "json_schema": {"name": answer.name, "schema": schema, "strict": True},
@@ -374,26 +359,13 @@ class OpenAIStructuredChat(_ProviderChat):
         return attempt
 
 
-class GeminiStructuredChat(_ProviderChat):
+class GeminiStructuredChat(_ProviderChat["genai.Client"]):
     """Gemini `generateContent` with a response JSON schema."""
 
     provider = "gemini"
 
-    _target = "gemini"
-
-    def __init__(self, client: genai.Client, model: str) -> None:
-        super().__init__(model)
-        self._client = client
-
-    def _attempt(
-        self,
-        system: str,
-        prompt: str,
-        answer: AnswerFormat[T],
-        *,
-        max_tokens: int,
-        temperature: float,
-    ) -> Callable[[], _Attempt[T]]:
+    def _attempt(self, ask: _Question[T]) -> Callable[[], _Attempt[T]]:
+        system, prompt, answer = ask.system, ask.prompt, ask.answer
         from google.genai import errors as genai_errors
         from google.genai import types as genai_types
 
@@ -407,8 +379,8 @@ class GeminiStructuredChat(_ProviderChat):
 
         config = genai_types.GenerateContentConfig(
             system_instruction=system,
-            temperature=temperature,
-            max_output_tokens=max_tokens,
+            temperature=ask.temperature,
+            max_output_tokens=ask.max_tokens,
             response_mime_type="application/json",
             response_json_schema=self._schema(answer.schema),
             automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
