@@ -3,7 +3,8 @@
 Each case runs the same behaviour against the three SDKs and the chat tests' local
 wire-format server (`tests/chat/answerers/servers.py`), which answers with the providers'
 non-streamed JSON bodies: an Anthropic `message` with a `tool_use` block, an OpenAI
-`chat.completion`, a Gemini `GenerateContentResponse`.
+`chat.completion`, a Gemini `GenerateContentResponse` (`llm_server` comes from the chat
+tests' conftest).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,16 +173,6 @@ PROVIDERS = [
 ]
 ONE_CALL = TokenUsage(100, 20)
 TWO_CALLS = TokenUsage(200, 40)
-
-
-@pytest.fixture
-def llm_server() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def settings_for(provider: ChatProvider, server: FakeLLMServer) -> Settings:
