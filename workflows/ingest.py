@@ -15,10 +15,12 @@ from temporalio.exceptions import (
     ApplicationError,
 )
 
+from workflows._admission import RunSlot
 from workflows._steps import StepFailed, call, step
 
 with workflow.unsafe.imports_passed_through():
     from schemas import search_attributes as sa
+    from schemas.admission_activities import RUN_SLOT_QUERY, RunSlotState
     from schemas.contracts import Pool
     from schemas.failures import FailureCode
     from schemas.ingest import (
@@ -67,6 +69,7 @@ class IngestWorkflow:
         """Voiced stretches this run's windows left without text."""
         self._input: IngestInput | None = None
         self._queues = TaskQueues.of_workflow_queue(workflow.info().task_queue)
+        self._slot: RunSlot | None = None
 
     @workflow.query
     def progress(self) -> IngestProgress:
@@ -75,9 +78,14 @@ class IngestWorkflow:
             raise ApplicationError("the run has not started yet")
         return self._progress
 
+    @workflow.query(name=RUN_SLOT_QUERY)
+    def run_slot(self) -> RunSlotState | None:
+        """The run's place among its tenant's concurrent runs (None: it takes no slot)."""
+        return self._slot.state if self._slot is not None else None
+
     @workflow.run
     async def run(self, input: IngestInput) -> IngestResult:
-        """Run (or resume) the pipeline for `input.video_id`."""
+        """Run (or resume) the pipeline for `input.video_id`, once the tenant has a slot."""
         self._input = input
         self._progress = IngestProgress(
             video_id=input.video_id,
@@ -85,11 +93,32 @@ class IngestWorkflow:
             stage=IngestStage.QUEUED,
             progress=0.0,
         )
+        slot = self._slot = RunSlot(
+            tenant_id=input.tenant_id,
+            pipeline=INGEST_WORKFLOW.pipeline,
+            queues=self._queues,
+            on_queued=self._queued,
+        )
+        try:
+            await slot.acquire()
+        except StepFailed as failed:
+            await self._fail(failed.code, failed.message)
+            raise ApplicationError(failed.message, type=failed.code, non_retryable=True) from None
+        except asyncio.CancelledError:
+            await self._fail(FailureCode.CANCELED, "the run was canceled while queued")
+            raise
+        try:
+            return await self._load_and_run(input)
+        finally:
+            await slot.release()
+
+    async def _load_and_run(self, input: IngestInput) -> IngestResult:
         plan = await call(
             LOAD_INGEST_PLAN,
             IngestPlanInput(tenant_id=input.tenant_id, video_id=input.video_id),
             self._queues,
         )
+        assert self._progress is not None
         self._progress.cost_usd = plan.cost_usd_so_far
         try:
             return await self._run(input, plan)
@@ -301,6 +330,11 @@ class IngestWorkflow:
     def _add_cost(self, cost_usd: float) -> None:
         assert self._progress is not None
         self._progress.cost_usd = round(self._progress.cost_usd + cost_usd, 8)
+
+    async def _queued(self, slot: RunSlotState) -> None:
+        # The video reads queued; its place in the queue is in `GET /v1/runs` and the
+        # `run_slot` query.
+        await self._enter(IngestStage.QUEUED, 0.0)
 
     async def _enter(self, stage: IngestStage, progress: float, *, note: str | None = None) -> None:
         assert self._progress is not None

@@ -173,8 +173,10 @@ class Settings(BaseSettings):
     """How long a rotated key keeps working when the rotation does not say."""
     api_key_last_used_every_s: int = Field(default=60, ge=1)
     """`last_used_at` is written at most this often per key: no write on every request."""
-    run_concurrency_enabled: bool = True
-    """Per-tenant limits on runs executing at once (the plan's concurrent runs)."""
+    run_concurrency_enabled: bool | None = None
+    """Per-tenant limits on runs executing at once (the plan's concurrent runs; beyond them
+    a run waits, queued in request order). None means on everywhere but the `test`
+    environment, whose suites start many runs of one tenant at once."""
 
     # Plans and Stripe billing (reelflow/billing/).
     stripe_api_key: SecretStr | None = None

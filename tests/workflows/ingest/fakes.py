@@ -35,6 +35,7 @@ from schemas.ingest import (
     VideoStateOutput,
 )
 from schemas.queues import TaskQueues
+from tests.workflows.admission import admit_every_run
 
 
 @dataclass
@@ -146,4 +147,5 @@ class FakePipeline:
             transcribe_window,
             chunk_transcript,
             embed_chunks,
+            *admit_every_run(),
         ]
