@@ -19,10 +19,12 @@ from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttri
 from temporalio.exceptions import ApplicationError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
+from workflows._admission import RunSlot
 from workflows._steps import StepFailed, call, step
 
 with workflow.unsafe.imports_passed_through():
     from schemas import search_attributes as sa
+    from schemas.admission_activities import RUN_SLOT_QUERY, RunSlotState
     from schemas.contracts import Pool
     from schemas.discover import (
         MAX_CARRIED_FAILURES,
@@ -95,11 +97,17 @@ class DiscoverWorkflow:
         )
         self._failures: list[OutlierOutcome] = []
         self._input: DiscoverInput | None = None
+        self._slot: RunSlot | None = None
 
     @workflow.query
     def progress(self) -> DiscoverProgress:
         """Status, stage and counts of this scrape, as the API and the CLI show them."""
         return self._progress
+
+    @workflow.query(name=RUN_SLOT_QUERY)
+    def run_slot(self) -> RunSlotState | None:
+        """The scrape's place among its tenant's concurrent runs (None: it takes no slot)."""
+        return self._slot.state if self._slot is not None else None
 
     @workflow.run
     async def run(self, input: DiscoverInput) -> DiscoverOutcome:
@@ -121,8 +129,23 @@ class DiscoverWorkflow:
         )
         self._progress.scrape_id = plan.scrape_id
         self._progress.status = ScrapeStatus.RUNNING
+
+        async def queued(_state: RunSlotState) -> None:
+            self._progress.status = ScrapeStatus.QUEUED
+            await self._enter(plan, ScrapeStage.QUEUED)
+
+        # One slot for the whole scrape, its outlier children and their ingests included:
+        # they work for this run, which waits for them (see `workflows/_admission.py`).
+        self._slot = RunSlot(
+            tenant_id=str(input.tenant_id),
+            pipeline=DISCOVER_WORKFLOW.pipeline,
+            queues=self._queues,
+            on_queued=queued,
+        )
         try:
-            return await self._run(input, plan)
+            async with self._slot:
+                self._progress.status = ScrapeStatus.RUNNING
+                return await self._run(input, plan)
         except StepFailed as failed:
             await self._finish(plan, ScrapeStatus.FAILED, failed.code, failed.message)
             raise ApplicationError(failed.message, type=failed.code, non_retryable=True) from None

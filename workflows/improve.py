@@ -28,10 +28,12 @@ from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttri
 from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
+from workflows._admission import RunSlot
 from workflows._steps import StepFailed, call, step
 
 with workflow.unsafe.imports_passed_through():
     from schemas import search_attributes as sa
+    from schemas.admission_activities import RUN_SLOT_QUERY, RunSlotState
     from schemas.failures import FailureCode, known_code
     from schemas.generation import GenerationInput, GenerationResult, GenerationStatus
     from schemas.generation_activities import GENERATION_WORKFLOW
@@ -88,60 +90,33 @@ class ImproveWorkflow:
             status=ImprovementStatus.QUEUED,
             stage=ImprovementStatus.QUEUED.value,
         )
+        self._slot: RunSlot | None = None
 
     @workflow.query
     def progress(self) -> ImproveProgress:
         """Status, writer, child generation and cost, as the API and the CLI show them."""
         return self._progress
 
+    @workflow.query(name=RUN_SLOT_QUERY)
+    def run_slot(self) -> RunSlotState | None:
+        """The run's place among its tenant's concurrent runs (None: it takes no slot)."""
+        return self._slot.state if self._slot is not None else None
+
     @workflow.run
     async def run(self, input: ImproveInput) -> ImproveResult:
         """Run the improvement `input.improvement_id`."""
         ids = ImprovementStepInput(tenant_id=input.tenant_id, improvement_id=input.improvement_id)
+        # One slot for the improvement and its generation child, which it waits for (see
+        # `workflows/_admission.py`): a second slot for the child could only deadlock.
+        self._slot = RunSlot(
+            tenant_id=input.tenant_id,
+            pipeline=IMPROVE_WORKFLOW.pipeline,
+            queues=self._queues,
+            on_queued=self._queued,
+        )
         try:
-            self._enter(ImprovementStatus.LOADING_INSIGHTS)
-            await step(call(LOAD_IMPROVEMENT_INSIGHTS, ids, self._queues))
-            self._enter(ImprovementStatus.WRITING)
-            written = await step(call(WRITE_IMPROVED_PROMPT, ids, self._queues))
-            self._progress.writer = written.writer
-            self._add_cost(written.cost_usd)
-            self._enter(ImprovementStatus.GENERATING)
-            admitted = await step(call(ADMIT_IMPROVEMENT_GENERATION, ids, self._queues))
-            self._progress.generation_id = admitted.generation_id
-            self._progress.generation_workflow_id = admitted.workflow_id
-            generated = await self._generate(input, admitted)
-            if generated.status != GenerationStatus.COMPLETED or generated.video_id is None:
-                # Only a rejected approval ends a generation without a video and without
-                # failing: the person said no, so the improvement stops there too.
-                raise StepFailed(
-                    FailureCode.APPROVAL_REJECTED,
-                    generated.message or "the generation's estimate was rejected",
-                )
-            self._add_cost(generated.cost_usd)
-            self._enter(ImprovementStatus.LINKING)
-            linked = await step(
-                call(
-                    LINK_IMPROVED_VERSION,
-                    LinkVersionInput(
-                        tenant_id=input.tenant_id,
-                        improvement_id=input.improvement_id,
-                        generation_id=admitted.generation_id,
-                        new_video_id=generated.video_id,
-                        cost_usd=self._progress.cost_usd,
-                    ),
-                    self._queues,
-                )
-            )
-            self._progress.new_video_id = generated.video_id
-            self._enter(ImprovementStatus.COMPLETED)
-            return ImproveResult(
-                improvement_id=input.improvement_id,
-                status=ImprovementStatus.COMPLETED,
-                generation_id=admitted.generation_id,
-                new_video_id=generated.video_id,
-                iteration=linked.iteration,
-                cost_usd=self._progress.cost_usd,
-            )
+            async with self._slot:
+                return await self._improve(input, ids)
         except StepFailed as failed:
             # A person stopped it (the generation rejected or canceled on its own): the
             # improvement reads canceled, as the generation does; the run still fails, with
@@ -155,6 +130,51 @@ class ImproveWorkflow:
                 ImprovementStatus.CANCELED, FailureCode.CANCELED, "the improvement was canceled"
             )
             raise
+
+    async def _improve(self, input: ImproveInput, ids: ImprovementStepInput) -> ImproveResult:
+        self._enter(ImprovementStatus.LOADING_INSIGHTS)
+        await step(call(LOAD_IMPROVEMENT_INSIGHTS, ids, self._queues))
+        self._enter(ImprovementStatus.WRITING)
+        written = await step(call(WRITE_IMPROVED_PROMPT, ids, self._queues))
+        self._progress.writer = written.writer
+        self._add_cost(written.cost_usd)
+        self._enter(ImprovementStatus.GENERATING)
+        admitted = await step(call(ADMIT_IMPROVEMENT_GENERATION, ids, self._queues))
+        self._progress.generation_id = admitted.generation_id
+        self._progress.generation_workflow_id = admitted.workflow_id
+        generated = await self._generate(input, admitted)
+        if generated.status != GenerationStatus.COMPLETED or generated.video_id is None:
+            # Only a rejected approval ends a generation without a video and without
+            # failing: the person said no, so the improvement stops there too.
+            raise StepFailed(
+                FailureCode.APPROVAL_REJECTED,
+                generated.message or "the generation's estimate was rejected",
+            )
+        self._add_cost(generated.cost_usd)
+        self._enter(ImprovementStatus.LINKING)
+        linked = await step(
+            call(
+                LINK_IMPROVED_VERSION,
+                LinkVersionInput(
+                    tenant_id=input.tenant_id,
+                    improvement_id=input.improvement_id,
+                    generation_id=admitted.generation_id,
+                    new_video_id=generated.video_id,
+                    cost_usd=self._progress.cost_usd,
+                ),
+                self._queues,
+            )
+        )
+        self._progress.new_video_id = generated.video_id
+        self._enter(ImprovementStatus.COMPLETED)
+        return ImproveResult(
+            improvement_id=input.improvement_id,
+            status=ImprovementStatus.COMPLETED,
+            generation_id=admitted.generation_id,
+            new_video_id=generated.video_id,
+            iteration=linked.iteration,
+            cost_usd=self._progress.cost_usd,
+        )
 
     async def _generate(
         self, input: ImproveInput, admitted: AdmitGenerationOutput
@@ -217,6 +237,9 @@ class ImproveWorkflow:
         self._enter(status)
 
     # --- helpers ------------------------------------------------------------------------
+
+    async def _queued(self, _state: RunSlotState) -> None:
+        self._enter(ImprovementStatus.QUEUED)
 
     def _enter(self, status: ImprovementStatus) -> None:
         self._progress.status = status

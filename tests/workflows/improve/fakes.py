@@ -36,6 +36,7 @@ from schemas.improvement import (
     WritePromptOutput,
     improvement_generation_id,
 )
+from tests.workflows.admission import admit_every_run
 from tests.workflows.generation.fakes import FakeGeneration, fake_plan
 from workers.pools import activity_worker
 from workflows.generation import GenerationWorkflow
@@ -140,7 +141,7 @@ class FakeImprove:
     @asynccontextmanager
     async def workers(self, client: Client) -> AsyncIterator[None]:
         """Workers on this test's own queue family, with the generation stand-ins too."""
-        activities = [*self.activities(), *self.generation.activities()]
+        activities = [*self.activities(), *self.generation.activities(), *admit_every_run()]
         queues = self.queues
         async with (
             Worker(
