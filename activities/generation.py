@@ -261,6 +261,8 @@ class GenerationCatalogActivities:
             poll_initial_s=settings.generation_poll_initial_s,
             poll_max_s=settings.generation_poll_max_s,
             quota_warning=reservation.warning,
+            # Asked for with `index: true`: the run ingests the stored video when done.
+            index=row.index_result is not None,
             first_attempt=int(last_attempt or 0) + 1,
         )
 

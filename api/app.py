@@ -25,6 +25,7 @@ from api.routers import (
     keys,
     listings,
     performance,
+    reindex,
     reports,
     runs,
     scrapes,
@@ -144,6 +145,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(keys.router)
     app.include_router(listings.router)
+    app.include_router(reindex.router)
     install_rate_limit_headers(app)
     return app
 

@@ -27,6 +27,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities._errors import FailureTranslationInterceptor
+from activities.admission import AdmissionActivities
 from activities.billing import BillingActivities
 from activities.catalog import CatalogActivities
 from activities.discover import (
@@ -224,7 +225,7 @@ def build_workers(client: Client, deps: WorkerDependencies, pools: Sequence[str]
                 deployment_config=versioning,
             )
         )
-    for queue in activities_by_queue(deps, pools):
+    for queue in activities_by_queue(deps, pools, client=client):
         workers.append(
             activity_worker(
                 client,
@@ -261,8 +262,14 @@ def activity_worker(
     )
 
 
-def activities_by_queue(deps: WorkerDependencies, pools: Sequence[str]) -> list[QueueActivities]:
-    """Which activity implementations each task queue of `pools` serves, built once."""
+def activities_by_queue(
+    deps: WorkerDependencies, pools: Sequence[str], *, client: Client | None = None
+) -> list[QueueActivities]:
+    """Which activity implementations each task queue of `pools` serves, built once.
+
+    `client` lets the run-slot activities wake a tenant's next queued run at once; without
+    it, a queued run finds its slot at its next look.
+    """
     settings = deps.settings
     queues = TaskQueues.for_prefix(settings.task_queue_prefix)
     sessions = session_factory(deps.engine)
@@ -439,6 +446,8 @@ def activities_by_queue(deps: WorkerDependencies, pools: Sequence[str]) -> list[
         ]
         billing = BillingActivities(sessions=sessions, settings=settings)
         activities += [billing.apply_billing_event, billing.expire_billing_grace]
+        admission = AdmissionActivities(sessions=sessions, settings=settings, client=client)
+        activities += [admission.acquire_run_slot, admission.release_run_slot]
         served.append(QueueActivities(queues.providers, activities, settings.provider_concurrency))
     return served
 

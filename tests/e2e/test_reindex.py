@@ -145,3 +145,40 @@ async def test_a_scraped_video_is_indexed_through_the_endpoint_and_found(
             await session.scalars(select(Chunk.embedding_model).where(Chunk.video_id == video_id))
         ).all()
     assert len(set(models)) == 1 and models[0] == video["embedding_model"]
+
+
+async def test_a_generation_asked_to_be_indexed_is_ingested_once_it_is_stored(
+    api: tuple[httpx.AsyncClient, str], pipeline: Pipeline
+) -> None:
+    client, _ = api
+    response = await client.post(
+        "/v1/generations",
+        json={
+            "prompt": "a lighthouse at dusk",
+            "provider": "local",
+            "duration_s": 1,
+            "aspect_ratio": "16:9",
+            "resolution": "480p",
+            "index": True,
+        },
+    )
+    assert response.status_code == 202, response.text
+    generation_id = response.json()["generation_id"]
+    state: dict[str, Any] = {}
+    for _ in range(600):
+        state = (await client.get(f"/v1/generations/{generation_id}")).json()
+        if state["status"] in ("completed", "failed", "canceled"):
+            break
+        await asyncio.sleep(0.2)
+    assert state["status"] == "completed", state
+    video_id = state["video_id"]
+    video: dict[str, Any] = {}
+    for _ in range(600):
+        video = (await client.get(f"/v1/videos/{video_id}")).json()
+        if video["status"] in ("completed", "failed"):
+            break
+        await asyncio.sleep(0.2)
+    # The local renderer's clip carries a tone, not speech: indexed, with nothing to find,
+    # and it says so.
+    assert video["status"] == "completed", video
+    assert video["chunk_count"] == 0 and "no speech" in (video["note"] or "")

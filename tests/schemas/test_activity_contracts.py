@@ -14,6 +14,7 @@ from temporalio import activity
 from reelflow.core.db import create_engine
 from reelflow.core.settings import Settings
 from reelflow.core.storage import LocalStorage
+from schemas.admission_activities import ADMISSION_ACTIVITIES
 from schemas.billing_activities import BILLING_ACTIVITIES
 from schemas.contracts import ActivityContract
 from schemas.discover_activities import DISCOVER_ACTIVITIES
@@ -31,6 +32,7 @@ CONTRACTS: tuple[ActivityContract[Any, Any], ...] = (
     + DISCOVER_ACTIVITIES
     + IMPROVE_ACTIVITIES
     + BILLING_ACTIVITIES
+    + ADMISSION_ACTIVITIES
 )
 
 
