@@ -15,24 +15,18 @@ import hashlib
 import hmac
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import SecretStr
 
 from api.errors import ApiError
+from reelflow.core.pagination import PageKey
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "PageKey", "decode_cursor", "encode_cursor"]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 _MAX_CURSOR_CHARS = 512
-
-
-@dataclass(frozen=True)
-class PageKey:
-    """Where the next page starts: strictly after this `(created_at, id)`."""
-
-    created_at: datetime
-    id: uuid.UUID
 
 
 def _signature(secret_key: SecretStr, body: bytes) -> str:

@@ -16,12 +16,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, literal, select, tuple_, union_all
+from sqlalchemy import ColumnElement, Select, literal, select, union_all
 
 from api.deps import CurrentTenant, SessionDep, SettingsDep, TenantContext
 from api.errors import ERROR_RESPONSES, ApiError
 from api.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageKey, decode_cursor, encode_cursor
 from reelflow.core.concurrency import queue_positions
+from reelflow.core.pagination import newest_first
 from reelflow.core.settings import Settings
 from schemas.api import ErrorResponse, UtcTimestamp
 from schemas.discover import ScrapeStatus
@@ -159,13 +160,8 @@ async def list_videos(
         query = query.where(Video.origin == origin)
     if collection_id is not None:
         query = query.where(Video.collection_id == collection_id)
-    if after is not None:
-        query = query.where(tuple_(Video.created_at, Video.id) < tuple_(after.created_at, after.id))
-    rows = list(
-        await session.scalars(
-            query.order_by(Video.created_at.desc(), Video.id.desc()).limit(limit + 1)
-        )
-    )
+    query = newest_first(query, Video.created_at, Video.id, after=after, limit=limit)
+    rows = list(await session.scalars(query))
     items = [
         VideoItem(
             video_id=row.id,
@@ -214,15 +210,8 @@ async def list_generations(
             (Generation.provider == provider)
             | (Generation.provider.is_(None) & (Generation.requested_provider == provider))
         )
-    if after is not None:
-        query = query.where(
-            tuple_(Generation.created_at, Generation.id) < tuple_(after.created_at, after.id)
-        )
-    rows = list(
-        await session.scalars(
-            query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit + 1)
-        )
-    )
+    query = newest_first(query, Generation.created_at, Generation.id, after=after, limit=limit)
+    rows = list(await session.scalars(query))
     items = [
         GenerationItem(
             generation_id=row.id,
@@ -315,15 +304,8 @@ async def list_runs(
         *(_runs_of(name, tenant.id, status, since, until) for name in pipelines)
     ).subquery("runs")
     query = select(runs)
-    if after is not None:
-        query = query.where(
-            tuple_(runs.c.created_at, runs.c.subject_id) < tuple_(after.created_at, after.id)
-        )
-    rows = (
-        await session.execute(
-            query.order_by(runs.c.created_at.desc(), runs.c.subject_id.desc()).limit(limit + 1)
-        )
-    ).all()
+    query = newest_first(query, runs.c.created_at, runs.c.subject_id, after=after, limit=limit)
+    rows = (await session.execute(query)).all()
     positions = await queue_positions(session, [row.workflow_id for row in rows[:limit]])
     items = [
         RunItem(

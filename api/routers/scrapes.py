@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, ValidationError
 from temporalio.client import ScheduleAlreadyRunningError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CurrentTenant, Resources, ResourcesDep
 from api.errors import ERROR_RESPONSES, ApiError, not_found, temporal_unavailable
+from api.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_cursor, encode_cursor
 from api.routers.videos import workflow_queue
 from api.streaming import StoredFile, receive_form_upload
 from reelflow.core.errors import DomainError
@@ -236,23 +237,41 @@ async def start_scrape(
     return ScrapeAccepted(scrape_id=scrape_id, workflow_id=workflow_id, status="queued")
 
 
+class ScrapePage(BaseModel):
+    items: list[ScrapeView]
+    next_cursor: str | None
+
+
 @router.get(
     "/v1/projects/{project_id}/scrapes",
-    response_model=list[ScrapeView],
-    responses=_errors(404),
+    response_model=ScrapePage,
+    responses=_errors(400, 404),
 )
 async def list_project_scrapes(
-    project_id: str, tenant: CurrentTenant, resources: ResourcesDep
-) -> list[ScrapeView]:
-    """The project's latest scrapes, newest first."""
+    project_id: str,
+    tenant: CurrentTenant,
+    resources: ResourcesDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> ScrapePage:
+    """The project's scrapes, newest first, a page at a time."""
     project = _uuid(project_id, "project")
+    secret = resources.settings.secret_key
+    after = decode_cursor(secret, tenant.id, f"scrapes:{project}", cursor)
     async with resources.sessions() as session:
         try:
             await scrapes.get_project(session, tenant.id, project)
         except DomainError as err:
             raise _domain(err) from None
-        rows = await scrapes.list_scrapes(session, tenant.id, project)
-        return [ScrapeView.model_validate(scrapes.scrape_view(row)) for row in rows]
+        rows, next_key = await scrapes.list_scrapes(
+            session, tenant.id, project, limit=limit, after=after
+        )
+    return ScrapePage(
+        items=[ScrapeView.model_validate(scrapes.scrape_view(row)) for row in rows],
+        next_cursor=None
+        if next_key is None
+        else encode_cursor(secret, tenant.id, f"scrapes:{project}", next_key),
+    )
 
 
 @router.get("/v1/scrapes/{scrape_id}", response_model=ScrapeView, responses=_errors(404))

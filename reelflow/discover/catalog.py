@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, literal, select, tuple_
+from sqlalchemy import ColumnElement, Select, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.pagination import PageKey
 from reelflow.billing.usage import admit_project
 from reelflow.core.errors import DomainError
+from reelflow.core.pagination import PageKey, newest_first, split_page
 from schemas.api_discover import (
     AccountRef,
     AccountView,
@@ -118,25 +118,6 @@ class Listing(Generic[Row]):
     next_key: PageKey | None
 
 
-def _after(
-    model: type[Brand | Product | Project | Post], key: PageKey | None
-) -> ColumnElement[bool] | None:
-    """Rows strictly after `key` in `(created_at, id)` descending order."""
-    if key is None:
-        return None
-    return tuple_(model.created_at, model.id) < tuple_(literal(key.created_at), literal(key.id))
-
-
-def _split_page(
-    rows: Sequence[Row], limit: int, key: Callable[[Row], PageKey]
-) -> tuple[list[Row], PageKey | None]:
-    """The first `limit` of `rows` (fetched as `limit + 1`) and the key after them."""
-    page = list(rows[:limit])
-    if len(rows) <= limit or not page:
-        return page, None
-    return page, key(page[-1])
-
-
 async def _write_unique(
     session: AsyncSession, conflict_message: str, apply: Callable[[], object]
 ) -> None:
@@ -212,15 +193,9 @@ async def list_brands(
     session: AsyncSession, tenant_id: uuid.UUID, *, limit: int, after: PageKey | None = None
 ) -> Listing[BrandView]:
     query = select(Brand).where(Brand.tenant_id == tenant_id)
-    condition = _after(Brand, after)
-    if condition is not None:
-        query = query.where(condition)
-    rows = (
-        await session.scalars(
-            query.order_by(Brand.created_at.desc(), Brand.id.desc()).limit(limit + 1)
-        )
-    ).all()
-    page, next_key = _split_page(rows, limit, lambda b: PageKey(b.created_at, b.id))
+    query = newest_first(query, Brand.created_at, Brand.id, after=after, limit=limit)
+    rows = (await session.scalars(query)).all()
+    page, next_key = split_page(rows, limit, lambda b: PageKey(b.created_at, b.id))
     counts = await _product_counts(session, tenant_id, [b.id for b in page])
     return Listing([_brand_view(b, counts.get(b.id, 0)) for b in page], next_key)
 
@@ -357,15 +332,9 @@ async def list_products(
     if brand_id is not None:
         await _load_brand(session, tenant_id, brand_id)
         query = query.where(Product.brand_id == brand_id)
-    condition = _after(Product, after)
-    if condition is not None:
-        query = query.where(condition)
-    rows = (
-        await session.execute(
-            query.order_by(Product.created_at.desc(), Product.id.desc()).limit(limit + 1)
-        )
-    ).all()
-    page, next_key = _split_page(
+    query = newest_first(query, Product.created_at, Product.id, after=after, limit=limit)
+    rows = (await session.execute(query)).all()
+    page, next_key = split_page(
         [(row[0], row[1]) for row in rows], limit, lambda r: PageKey(r[0].created_at, r[0].id)
     )
     return Listing([_product_view(p, name) for p, name in page], next_key)
@@ -620,15 +589,9 @@ async def list_projects(
     session: AsyncSession, tenant_id: uuid.UUID, *, limit: int, after: PageKey | None = None
 ) -> Listing[ProjectView]:
     query = select(Project).where(Project.tenant_id == tenant_id)
-    condition = _after(Project, after)
-    if condition is not None:
-        query = query.where(condition)
-    rows = (
-        await session.scalars(
-            query.order_by(Project.created_at.desc(), Project.id.desc()).limit(limit + 1)
-        )
-    ).all()
-    page, next_key = _split_page(rows, limit, lambda p: PageKey(p.created_at, p.id))
+    query = newest_first(query, Project.created_at, Project.id, after=after, limit=limit)
+    rows = (await session.scalars(query)).all()
+    page, next_key = split_page(rows, limit, lambda p: PageKey(p.created_at, p.id))
     return Listing(await _project_views(session, tenant_id, page), next_key)
 
 
@@ -813,18 +776,9 @@ async def list_posts(
         query = query.where(Post.outlier_tier == outlier_tier.value)
     if min_tier is not None:
         query = query.where(Post.outlier_tier.in_(tiers_from(min_tier)))
-    condition = _after(Post, after)
-    if condition is not None:
-        query = query.where(condition)
-    rows = [
-        (post, handle)
-        for post, handle in (
-            await session.execute(
-                query.order_by(Post.created_at.desc(), Post.id.desc()).limit(limit + 1)
-            )
-        )
-    ]
-    page, next_key = _split_page(rows, limit, lambda r: PageKey(r[0].created_at, r[0].id))
+    query = newest_first(query, Post.created_at, Post.id, after=after, limit=limit)
+    rows = [(post, handle) for post, handle in (await session.execute(query))]
+    page, next_key = split_page(rows, limit, lambda r: PageKey(r[0].created_at, r[0].id))
     return Listing([_post_item(p, h) for p, h in page], next_key)
 
 

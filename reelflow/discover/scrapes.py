@@ -39,6 +39,7 @@ from temporalio.common import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from reelflow.core.errors import DomainError
+from reelflow.core.pagination import PageKey, newest_first, split_page
 from schemas import search_attributes as sa
 from schemas.discover import DiscoverInput, ScrapeSource, ScrapeStage, ScrapeStatus
 from schemas.discover_activities import DISCOVER_WORKFLOW
@@ -145,15 +146,21 @@ async def get_scrape(
 
 
 async def list_scrapes(
-    session: AsyncSession, tenant_id: uuid.UUID, project_id: uuid.UUID, limit: int = 20
-) -> list[Scrape]:
-    rows = await session.scalars(
-        select(Scrape)
-        .where(Scrape.tenant_id == tenant_id, Scrape.project_id == project_id)
-        .order_by(Scrape.created_at.desc(), Scrape.id.desc())
-        .limit(limit)
-    )
-    return list(rows.all())
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    project_id: uuid.UUID,
+    *,
+    limit: int,
+    after: PageKey | None = None,
+) -> tuple[list[Scrape], PageKey | None]:
+    """A page of the project's scrapes, newest first, and the key of the next page."""
+    query = select(Scrape).where(Scrape.tenant_id == tenant_id, Scrape.project_id == project_id)
+    rows = (
+        await session.scalars(
+            newest_first(query, Scrape.created_at, Scrape.id, after=after, limit=limit)
+        )
+    ).all()
+    return split_page(rows, limit, lambda row: PageKey(row.created_at, row.id))
 
 
 class ScrapeNotCancelable(ValueError):

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from reelflow.core.errors import DomainError
+from reelflow.core.pagination import newest_first
 from schemas.api import text_problem
 from schemas.discover import SCRIPT_TRANSITIONS, ScriptAdaptation, ScriptContent, ScriptStatus
 from schemas.discover_tables import Adaptation, Analysis, Brand, Post, Product, Project, Script
@@ -325,15 +326,8 @@ async def list_scripts(
         query = query.where(Script.brand_id == brand_id)
     if status is not None:
         query = query.where(Script.status == status.value)
-    if after is not None:
-        query = query.where(
-            tuple_(Script.created_at, Script.id) < tuple_(after.created_at, after.id)
-        )
-    rows = list(
-        await session.scalars(
-            query.order_by(Script.created_at.desc(), Script.id.desc()).limit(limit + 1)
-        )
-    )
+    query = newest_first(query, Script.created_at, Script.id, after=after, limit=limit)
+    rows = list(await session.scalars(query))
     return ScriptPage(items=rows[:limit], has_more=len(rows) > limit)
 
 
