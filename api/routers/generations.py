@@ -21,6 +21,7 @@ from api.deps import CurrentTenant, ResourcesDep, SessionDep, TenantContext
 from api.errors import ERROR_RESPONSES, ApiError, not_found, temporal_unavailable
 from api.routers.videos import workflow_queue
 from reelflow.assets import videos
+from reelflow.billing.usage import current_period
 from reelflow.core import runs
 from reelflow.core.runs import start_generation
 from reelflow.generation import quotas
@@ -147,9 +148,9 @@ async def estimate_generation(
     spec = _spec(body)
     route = _route(resources.video_providers, spec)
     plan = _plan(tenant)
-    snapshot = await quotas.snapshot(
-        session, tenant_id=tenant.id, plan=plan, period=quotas.period_of(datetime.now(UTC))
-    )
+    # The tenant's own period (it starts on its billing anchor), as admission counts it.
+    period = await current_period(session, tenant.id, datetime.now(UTC))
+    snapshot = await quotas.snapshot(session, tenant_id=tenant.id, plan=plan, period=period.name)
     estimate = route.estimated_cost_usd
     after = quotas.QuotaSnapshot(
         plan,

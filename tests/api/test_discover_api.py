@@ -494,3 +494,31 @@ async def test_a_free_plan_gets_five_projects_and_the_sixth_is_a_402(
     assert "projects" in message and "upgrade" in message
     listed = await api.get("/v1/projects", headers=frank.headers)
     assert len(listed.json()["items"]) == 5
+
+
+async def test_a_projects_schedule_is_set_paused_resumed_triggered_and_removed(
+    api: httpx.AsyncClient, alice: TenantKey
+) -> None:
+    created = await api.post("/v1/projects", json={"name": "Cadence"}, headers=alice.headers)
+    project_id = created.json()["project_id"]
+    path = f"/v1/projects/{project_id}/schedule"
+    assert_error(await api.get(path, headers=alice.headers), 404, "not_found")
+    too_often = await api.put(path, json={"every_hours": 0.25}, headers=alice.headers)
+    assert "at most every" in assert_error(too_often, 422, "unsupported_request")["message"]
+
+    set_ = await api.put(path, json={"every_hours": 24}, headers=alice.headers)
+    assert set_.status_code == 200, set_.text
+    assert (set_.json()["every_s"], set_.json()["paused"]) == (86400, False)
+    paused = await api.post(f"{path}/pause", headers=alice.headers)
+    assert paused.json()["paused"] is True
+    shown = await api.get(f"/v1/projects/{project_id}", headers=alice.headers)
+    assert shown.json()["schedule_paused"] is True
+    resumed = await api.post(f"{path}/resume", headers=alice.headers)
+    assert resumed.json()["paused"] is False
+    triggered = await api.post(f"{path}/trigger", headers=alice.headers)
+    assert triggered.status_code == 200, triggered.text
+
+    removed = await api.delete(path, headers=alice.headers)
+    assert removed.status_code == 204
+    assert_error(await api.get(path, headers=alice.headers), 404, "not_found")
+    assert_error(await api.post(f"{path}/pause", headers=alice.headers), 404, "not_found")
