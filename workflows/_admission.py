@@ -134,8 +134,9 @@ class RunSlot:
                 self._woken = False
                 state = await step(call(ACQUIRE_RUN_SLOT, request, self._queues))
             self.state = state
-        except BaseException:
+        except (Exception, asyncio.CancelledError):
             # Canceled or failed while asking: leave the queue (or the slot just granted).
+            # Not on other exits (a worker evicting the run from its cache): no step may run.
             await self.release()
             raise
 
