@@ -42,10 +42,12 @@ from temporalio.exceptions import (
 )
 from temporalio.workflow import ParentClosePolicy
 
+from workflows._admission import RunSlot
 from workflows._steps import StepFailed, call, describe_failure, step
 
 with workflow.unsafe.imports_passed_through():
     from schemas import search_attributes as sa
+    from schemas.admission_activities import OWN_SLOT, RUN_SLOT_MEMO, RUN_SLOT_QUERY, RunSlotState
     from schemas.failures import FailureCode
     from schemas.generation import (
         ApprovalInput,
@@ -115,6 +117,7 @@ class GenerationWorkflow:
         # is still finishing (the row already says awaiting_approval) is kept, not lost.
         self._gate_open = True
         self._polls_this_run = 0
+        self._slot: RunSlot | None = None
 
     # --- queries and updates ------------------------------------------------------------
 
@@ -124,6 +127,11 @@ class GenerationWorkflow:
         if self._progress is None:
             raise ApplicationError("the run has not started yet")
         return self._progress
+
+    @workflow.query(name=RUN_SLOT_QUERY)
+    def run_slot(self) -> RunSlotState | None:
+        """The run's place among its tenant's concurrent runs (None: it takes no slot)."""
+        return self._slot.state if self._slot is not None else None
 
     @workflow.update
     def approve(self, input: ApprovalInput) -> ApprovalOutput:
@@ -152,6 +160,14 @@ class GenerationWorkflow:
             generation_id=input.generation_id,
             status=GenerationStatus.QUEUED,
             stage=GenerationStatus.QUEUED.value,
+        )
+        # The slot is taken after the approval gate: a run waiting for a person uses no
+        # worker, and holding a slot through it would stall the tenant's other runs.
+        self._slot = RunSlot(
+            tenant_id=input.tenant_id,
+            pipeline=GENERATION_WORKFLOW.pipeline,
+            queues=self._queues,
+            on_queued=self._queued,
         )
         try:
             if input.cursor is not None:
@@ -182,7 +198,9 @@ class GenerationWorkflow:
                     self._gate_open = False
                 elif not await self._wait_for_approval():
                     return await self._end_rejected()
-            return await self._generate()
+            # Continued runs keep their slot: asking again answers "running" at once.
+            async with self._slot:
+                return await self._generate()
         except StepFailed as failed:
             await self._release(GenerationStatus.FAILED, failed.code, failed.message)
             raise ApplicationError(failed.message, type=failed.code, non_retryable=True) from None
@@ -208,6 +226,10 @@ class GenerationWorkflow:
             self._set_status(GenerationStatus.GENERATING)
             progress.provider, progress.model = job.provider, job.model
             progress.provider_job_id, progress.attempt = job.job_id, job.attempt
+
+    async def _queued(self, _state: RunSlotState) -> None:
+        self._set_status(GenerationStatus.QUEUED)
+        workflow.upsert_search_attributes([sa.STAGE.value_set(GenerationStatus.QUEUED.value)])
 
     async def _wait_for_approval(self) -> bool:
         """Wait for the `approve` update; True when approved. Times out into a failure."""
@@ -487,6 +509,12 @@ class GenerationWorkflow:
                 IngestInput(tenant_id=tenant_id, video_id=video_id),
                 id=ingest_workflow_id(video_id),
                 parent_close_policy=ParentClosePolicy.ABANDON,
+                # Nobody waits for it, so it takes a slot of its own (after this run's).
+                memo=(
+                    {RUN_SLOT_MEMO: OWN_SLOT}
+                    if self._slot is not None and self._slot.gated
+                    else None
+                ),
                 search_attributes=TypedSearchAttributes(
                     [
                         SearchAttributePair(sa.TENANT_ID, tenant_id),

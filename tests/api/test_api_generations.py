@@ -40,6 +40,7 @@ from schemas.generation import MAX_PROMPT_CHARS
 from schemas.generation_tables import Generation, QuotaReservation
 from schemas.queues import TaskQueues
 from tests.api.api_support import BagOfWordsEmbedder, TenantKey, assert_error
+from tests.workflows.admission import admit_every_run
 from tests.workflows.generation.providers import RenamedRenderer, renderer
 from workers.pools import activity_worker
 from workflows.generation import GenerationWorkflow
@@ -119,6 +120,7 @@ async def generation_workers(
             jobs.poll_generation_job,
             jobs.download_generation_output,
             jobs.cancel_generation_job,
+            *admit_every_run(),
         ]
         async with (
             Worker(temporal, task_queue=queues.workflows, workflows=[GenerationWorkflow]),

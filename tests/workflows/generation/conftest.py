@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from activities.admission import AdmissionActivities
 from activities.generation import (
     GenerationCatalogActivities,
     GenerationMediaActivities,
@@ -159,6 +160,9 @@ class Harness:
                 )
 
             catalog = GenerationCatalogActivities(self.sessions, self.settings, registry)
+            admission = AdmissionActivities(
+                sessions=self.sessions, settings=self.settings, client=client
+            )
             media = GenerationMediaActivities(
                 sessions=self.sessions,
                 storage=self.storage,
@@ -191,6 +195,8 @@ class Harness:
                         catalog.finalize_generation,
                         catalog.release_generation,
                         *(getattr(remote, name) for name in job_calls),
+                        admission.acquire_run_slot,
+                        admission.release_run_slot,
                     ],
                 ),
             ):

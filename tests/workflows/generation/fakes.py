@@ -43,6 +43,7 @@ from schemas.generation import (
     generated_video_id,
 )
 from schemas.queues import TaskQueues
+from tests.workflows.admission import admit_every_run
 
 
 def fake_plan(
@@ -202,6 +203,7 @@ class FakeGeneration:
             finalize_generation,
             release_generation,
             cancel_generation_job,
+            *admit_every_run(),
         ]
 
 

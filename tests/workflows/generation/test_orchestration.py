@@ -35,8 +35,9 @@ from tests.workflows.generation.fakes import FakeGeneration, fake_plan
 from workers.pools import activity_worker
 from workflows.generation import GenerationWorkflow
 
-HISTORY_TARGET = 50
-"""Events per generation on the happy path with one poll (the benchmark's target)."""
+HISTORY_TARGET = 63
+"""Events per generation on the happy path with one poll: the benchmark's 50, plus 13 for
+taking and giving back the tenant's run slot (a patch marker and two activities)."""
 
 
 @asynccontextmanager
@@ -96,7 +97,7 @@ def env(request: pytest.FixtureRequest) -> WorkflowEnvironment:
     return environment
 
 
-async def test_a_generation_stays_within_fifty_history_events(env: WorkflowEnvironment) -> None:
+async def test_a_generation_stays_within_its_history_budget(env: WorkflowEnvironment) -> None:
     # A job done before the first poll: the shape of a local render, and the benchmark's.
     fake = FakeGeneration(plan=fake_plan(poll_initial_s=0.5), latency_s=0.1)
     async with generation_workers(env.client, fake):

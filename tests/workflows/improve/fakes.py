@@ -36,7 +36,6 @@ from schemas.improvement import (
     WritePromptOutput,
     improvement_generation_id,
 )
-from tests.workflows.admission import admit_every_run
 from tests.workflows.generation.fakes import FakeGeneration, fake_plan
 from workers.pools import activity_worker
 from workflows.generation import GenerationWorkflow
@@ -141,7 +140,8 @@ class FakeImprove:
     @asynccontextmanager
     async def workers(self, client: Client) -> AsyncIterator[None]:
         """Workers on this test's own queue family, with the generation stand-ins too."""
-        activities = [*self.activities(), *self.generation.activities(), *admit_every_run()]
+        # The generation stand-ins admit every run to a slot (the improvement's too).
+        activities = [*self.activities(), *self.generation.activities()]
         queues = self.queues
         async with (
             Worker(
