@@ -23,6 +23,7 @@ from temporalio import activity
 
 from activities._support import materialize, run_blocking
 from reelflow.assets import videos
+from reelflow.chat.structured import TokenUsage
 from reelflow.core.db import SessionFactory
 from reelflow.core.errors import DomainError
 from reelflow.core.ledger import Usage, record_usage
@@ -33,7 +34,6 @@ from reelflow.discover import datasets, outliers, posts, scripts
 from reelflow.discover.adapters import DEFAULT_ADAPTER_MODELS, AdaptationFailed, ScriptAdapter
 from reelflow.discover.analyzers import (
     AnalysisFailed,
-    TokenUsage,
     TranscriptForAnalysis,
     VideoAnalyzer,
 )

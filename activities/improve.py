@@ -23,11 +23,11 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities._support import run_blocking
+from reelflow.chat.structured import TokenUsage
 from reelflow.core.db import SessionFactory
 from reelflow.core.errors import DomainError
 from reelflow.core.ledger import Usage, record_usage
 from reelflow.core.settings import Settings
-from reelflow.discover.analyzers import TokenUsage
 from reelflow.generation import quotas
 from reelflow.generation.capabilities import ModelCapabilities
 from reelflow.generation.routing import (

@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from reelflow.core.errors import DomainError
-from reelflow.discover.analyzers import TokenUsage
-from reelflow.discover.structured import (
+from reelflow.chat.structured import (
     SchemaTarget,
+    TokenUsage,
     json_schema_for,
     parse_structured,
     validate_structured,
 )
+from reelflow.core.errors import DomainError
 from schemas.failures import FailureCode
 
 if TYPE_CHECKING:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, Field
 
+from reelflow.chat.structured import TokenUsage
 from reelflow.chat.structured_llm import (
     SMALL_MODELS,
     AnswerFormat,
@@ -31,7 +32,6 @@ from reelflow.chat.structured_llm import (
     StructuredChat,
     build_structured_chat,
 )
-from reelflow.discover.analyzers import TokenUsage
 from schemas.discover import (
     AdaptedScene,
     ProductBrief,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from reelflow.chat.structured import TokenUsage
 from reelflow.core.errors import DomainError
 from schemas.discover import VideoAnalysis
 from schemas.failures import FailureCode
@@ -26,14 +27,6 @@ if TYPE_CHECKING:
 
 KeyframeSink = Callable[[int, Path], str]
 """Stores a scene's keyframe (scene index, JPEG path) and returns its storage key."""
-
-
-@dataclass(frozen=True)
-class TokenUsage:
-    """Tokens a provider billed for one call (for the ledger)."""
-
-    input_tokens: int
-    output_tokens: int
 
 
 @dataclass(frozen=True)

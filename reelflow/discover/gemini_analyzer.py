@@ -27,6 +27,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from reelflow.chat.providers import TRANSPORT_ERRORS
+from reelflow.chat.structured import TokenUsage, json_schema_for, parse_structured
 from reelflow.core import cancellation
 from reelflow.core.errors import DomainError
 from reelflow.core.provider_errors import classify_gemini_error
@@ -34,10 +35,8 @@ from reelflow.discover.analyzers import (
     AnalysisFailed,
     AnalysisResult,
     KeyframeSink,
-    TokenUsage,
     TranscriptForAnalysis,
 )
-from reelflow.discover.structured import json_schema_for, parse_structured
 from schemas.discover import VideoAnalysis
 from schemas.failures import FailureCode
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from reelflow.chat.structured import TokenUsage
 from reelflow.chat.structured_llm import (
     SMALL_MODELS,
     AnswerFormat,
@@ -30,7 +31,6 @@ from reelflow.chat.structured_llm import (
     StructuredChat,
     build_structured_chat,
 )
-from reelflow.discover.analyzers import TokenUsage
 from schemas.improve import (
     Insights,
     PerformanceSnapshot,

@@ -32,6 +32,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 
+from reelflow.chat.structured import TokenUsage
 from reelflow.chat.structured_llm import (
     SMALL_MODELS,
     AnswerFormat,
@@ -40,7 +41,6 @@ from reelflow.chat.structured_llm import (
     build_structured_chat,
 )
 from reelflow.core.errors import DomainError
-from reelflow.discover.analyzers import TokenUsage
 from schemas import search_attributes as sa
 from schemas.discover_tables import Analysis, Script
 from schemas.failures import FailureCode

@@ -35,11 +35,11 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from reelflow.chat.structured import TokenUsage
 from reelflow.core.db import SessionFactory
 from reelflow.core.errors import DomainError
 from reelflow.core.ledger import Usage, record_usage
 from reelflow.core.settings import Settings
-from reelflow.discover.analyzers import TokenUsage
 from reelflow.improve import aggregates
 from reelflow.improve.analysts import (
     AnalystAnswer,

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from reelflow.chat.structured import TokenUsage
 from reelflow.chat.structured_llm import (
     AnswerFormat,
     ChatProvider,
@@ -28,7 +29,6 @@ from reelflow.chat.structured_llm import (
 )
 from reelflow.core.provider_errors import ProviderPermanentError, ProviderTransientError
 from reelflow.core.settings import Settings, SettingsError
-from reelflow.discover.analyzers import TokenUsage
 from schemas.failures import FailureCode
 from tests.chat.answerers.servers import (
     FakeLLMServer,

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from reelflow.chat.structured import TokenUsage
 from reelflow.core.errors import DomainError
 from reelflow.core.provider_errors import ProviderPermanentError, ProviderTransientError
 from reelflow.core.settings import Settings, SettingsError
@@ -28,7 +29,6 @@ from reelflow.discover.adapters import (
     ScriptAdapter,
     build_adapter,
 )
-from reelflow.discover.analyzers import TokenUsage
 from schemas.discover import (
     AdaptedScene,
     Hook,

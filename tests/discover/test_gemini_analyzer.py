@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from reelflow.chat.structured import TokenUsage
 from reelflow.core.cancellation import Cancelled, CancelScope
 from reelflow.core.errors import DomainError
 from reelflow.core.provider_errors import ProviderTransientError
 from reelflow.core.settings import Settings
 from reelflow.discover.analyzers import (
     AnalysisFailed,
-    TokenUsage,
     TranscriptForAnalysis,
     build_analyzer,
 )

@@ -25,6 +25,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.discover import AnalysisActivities, ApifyActivities
 from reelflow.assets import videos
+from reelflow.chat.structured import TokenUsage
 from reelflow.core.db import SessionFactory, create_engine, session_factory
 from reelflow.core.settings import Settings
 from reelflow.core.storage import LocalStorage
@@ -32,7 +33,7 @@ from reelflow.core.tenants import create_tenant
 from reelflow.dev.discover_sample import OUTLIERS, sample_export, serve_directory
 from reelflow.dev.samples import make_speech_video
 from reelflow.discover import scrapes
-from reelflow.discover.analyzers import AnalysisFailed, AnalysisResult, TokenUsage
+from reelflow.discover.analyzers import AnalysisFailed, AnalysisResult
 from reelflow.discover.apify_source import ApifySource
 from schemas.discover import (
     AnalyzeVideoInput,

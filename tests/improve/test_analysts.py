@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from reelflow.chat.structured import TokenUsage
 from reelflow.core.errors import DomainError
 from reelflow.core.provider_errors import ProviderTransientError
 from reelflow.core.settings import Settings, SettingsError
-from reelflow.discover.analyzers import TokenUsage
 from reelflow.improve.analysts import (
     InsightsFailed,
     ModelAnalyst,

@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import ActivityEnvironment
 
 from activities.improve import ImproveActivities
+from reelflow.chat.structured import TokenUsage
 from reelflow.core.db import SessionFactory, create_engine, session_factory
 from reelflow.core.errors import DomainError
 from reelflow.core.migrate import upgrade_database
 from reelflow.core.provider_errors import ProviderTransientError
 from reelflow.core.settings import Settings
-from reelflow.discover.analyzers import TokenUsage
 from reelflow.generation import quotas
 from reelflow.generation.routing import build_provider_registry
 from reelflow.improve.analysts import build_analyst

@@ -15,12 +15,12 @@ import pytest_asyncio
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from reelflow.chat.structured import TokenUsage
 from reelflow.core.db import SessionFactory, create_engine, session_factory
 from reelflow.core.errors import DomainError
 from reelflow.core.migrate import upgrade_database
 from reelflow.core.settings import Settings
 from reelflow.core.tenants import create_tenant
-from reelflow.discover.analyzers import TokenUsage
 from reelflow.improve import performance
 from reelflow.improve.analysts import (
     AnalystAnswer,

@@ -23,6 +23,7 @@ import copy
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -395,3 +396,11 @@ def _normalise(node: object, definitions: dict[str, Any], target: SchemaTarget) 
                 f"{result['description']} {note}" if result.get("description") else note
             )
     return result
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens a provider billed for one call (for the ledger)."""
+
+    input_tokens: int
+    output_tokens: int

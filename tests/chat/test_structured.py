@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import BaseModel, Field
 
+from reelflow.chat.structured import json_schema_for, parse_structured
 from reelflow.core.errors import DomainError
-from reelflow.discover.structured import json_schema_for, parse_structured
 from schemas.discover import ScriptAdaptation, VideoAnalysis
 from schemas.failures import FailureCode
 
