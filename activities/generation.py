@@ -206,7 +206,9 @@ class GenerationCatalogActivities:
                 max_cost_usd=row.max_cost_usd,
             )
             try:
-                route = plan_route(self._registry, spec)
+                route = plan_route(
+                    self._registry, spec, plan=tenant.plan if tenant is not None else None
+                )
             except (UnsupportedRequest, NoRouteAvailable):
                 raise  # the request was admitted by the API; a changed table refuses it now
             estimate = route.estimated_cost_usd

@@ -399,8 +399,11 @@ class ImproveActivities:
                     )
                 video = await _video(session, tenant_id, row.video_id)
                 spec = await self._spec(session, row, video)
-                route = plan_route(self._registry, spec)
                 tenant = await session.get(Tenant, tenant_id)
+                # A ProviderNotInPlan here is `quota_exceeded`, naming the plan to upgrade to.
+                route = plan_route(
+                    self._registry, spec, plan=tenant.plan if tenant is not None else None
+                )
                 try:
                     plan = quotas.plan_named(tenant.plan if tenant is not None else "free")
                 except ValueError:

@@ -29,6 +29,7 @@ from reelflow.generation.capabilities import UnsupportedRequest
 from reelflow.generation.routing import (
     GenerationSpec,
     NoRouteAvailable,
+    ProviderNotInPlan,
     ProviderRegistry,
     RoutePlan,
     admit_generation,
@@ -97,10 +98,13 @@ def _spec(body: GenerationRequest) -> GenerationSpec:
     )
 
 
-def _route(registry: ProviderRegistry, spec: GenerationSpec) -> RoutePlan:
-    """The providers to try, or 422 naming what is allowed: nothing reaches a provider."""
+def _route(registry: ProviderRegistry, spec: GenerationSpec, plan: str) -> RoutePlan:
+    """The providers to try, or 422 naming what is allowed (402 for a provider the
+    tenant's plan does not include): nothing reaches a provider."""
     try:
-        return plan_route(registry, spec)
+        return plan_route(registry, spec, plan=plan)
+    except ProviderNotInPlan as exc:
+        raise ApiError(402, "quota_exceeded", exc.message) from None
     except UnsupportedRequest as exc:
         raise ApiError(422, "unsupported_request", exc.message) from None
     except NoRouteAvailable as exc:
@@ -146,7 +150,7 @@ async def estimate_generation(
     Nothing is reserved or started.
     """
     spec = _spec(body)
-    route = _route(resources.video_providers, spec)
+    route = _route(resources.video_providers, spec, tenant.plan)
     plan = _plan(tenant)
     # The tenant's own period (it starts on its billing anchor), as admission counts it.
     period = await current_period(session, tenant.id, datetime.now(UTC))
@@ -194,7 +198,7 @@ async def create_generation(
     exceeded. Either way nothing is stored and no provider is called.
     """
     spec = _spec(body)
-    route = _route(resources.video_providers, spec)
+    route = _route(resources.video_providers, spec, tenant.plan)
     plan = _plan(tenant)
     generation_id = uuid.uuid4()
     workflow_id = generation_workflow_id(str(generation_id))

@@ -204,6 +204,11 @@ def plan_limits(plan_name: str) -> PlanLimits:
         return PLANS[DEFAULT_PLAN]
 
 
+def providers_outside(plan_name: str) -> frozenset[str]:
+    """Generation providers the plan does not include (Sora is from Premium up, seed 001)."""
+    return frozenset() if plan_limits(plan_name).sora else frozenset({"sora"})
+
+
 def upgrade_path(plan_name: str) -> str | None:
     """The next plan up from `plan_name` (by price), or None on the top plan."""
     current = plan_limits(plan_name)

@@ -23,6 +23,8 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from reelflow.billing.plans import plan_limits, providers_outside, upgrade_path
+from reelflow.core.errors import DomainError
 from reelflow.core.settings import Settings
 from reelflow.generation import quotas
 from reelflow.generation.capabilities import (
@@ -34,6 +36,7 @@ from reelflow.generation.capabilities import (
 )
 from reelflow.generation.providers.base import VideoProvider
 from reelflow.generation.providers.local import LocalRenderer
+from schemas.failures import FailureCode
 from schemas.generation import AUTO_PROVIDER, ApprovalState, GenerationStatus
 from schemas.generation_tables import Generation, GenerationAttempt
 from schemas.tables import LedgerEntry
@@ -287,7 +290,20 @@ def _select(models: Sequence[ModelCapabilities], spec: GenerationSpec) -> RouteO
     )
 
 
-def plan_route(registry: ProviderRegistry, spec: GenerationSpec) -> RoutePlan:
+class ProviderNotInPlan(DomainError):
+    """The tenant's plan does not include the provider asked for (a 402 in the API)."""
+
+    def __init__(self, provider: str, plan: str, upgrade: str | None) -> None:
+        hint = f"; upgrade to {upgrade} to use it" if upgrade else ""
+        super().__init__(
+            FailureCode.QUOTA_EXCEEDED, f"{provider} is not included in the {plan} plan{hint}"
+        )
+        self.provider = provider
+
+
+def plan_route(
+    registry: ProviderRegistry, spec: GenerationSpec, *, plan: str | None = None
+) -> RoutePlan:
     """Which registered models may serve `spec`, first choice first.
 
     * ``provider: "auto"``: the best quality tier, then the cheapest (seed 003), among
@@ -303,8 +319,13 @@ def plan_route(registry: ProviderRegistry, spec: GenerationSpec) -> RoutePlan:
         UnsupportedRequest: Unknown or unconfigured provider, or a field no model of it
             accepts; the message names the allowed values.
         NoRouteAvailable: ``auto`` found no model within `max_cost_usd`, or none at all.
+        ProviderNotInPlan: `plan` (the tenant's) does not include the provider asked for;
+            ``auto`` simply leaves such providers out.
     """
-    everything = registry.capabilities
+    outside = providers_outside(plan) if plan is not None else frozenset()
+    if plan is not None and spec.provider in outside:
+        raise ProviderNotInPlan(spec.provider, plan_limits(plan).name, upgrade_path(plan))
+    everything = [caps for caps in registry.capabilities if caps.provider not in outside]
     if spec.provider == AUTO_PROVIDER:
         options = route_auto(everything, spec, max_cost=spec.max_cost_usd)
         primary = options[0]

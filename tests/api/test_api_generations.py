@@ -20,7 +20,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -39,6 +39,7 @@ from reelflow.generation.routing import ProviderRegistry
 from schemas.generation import MAX_PROMPT_CHARS
 from schemas.generation_tables import Generation, QuotaReservation
 from schemas.queues import TaskQueues
+from schemas.tables import Tenant
 from tests.api.api_support import BagOfWordsEmbedder, TenantKey, assert_error
 from tests.workflows.admission import admit_every_run
 from tests.workflows.generation.providers import RenamedRenderer, renderer
@@ -47,6 +48,8 @@ from workflows.generation import GenerationWorkflow
 
 LOCAL = {"provider": "local", "duration_s": 2, "aspect_ratio": "16:9", "resolution": "480p"}
 SORA = {"provider": "sora", "duration_s": 4, "aspect_ratio": "16:9", "resolution": "720p"}
+OVER_MAX = {**SORA, "max_cost_usd": 0.2}
+"""A Sora request whose $0.40 estimate is over its own limit: it waits for approval."""
 
 
 @pytest.fixture
@@ -55,6 +58,16 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={"generation_poll_initial_s": 0.3, "generation_poll_max_s": 1.0}
     )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def alice_on_premium(alice: TenantKey, api_engine: AsyncEngine) -> TenantKey:
+    """alice on Premium, the first plan that includes Sora (seed 001)."""
+    async with session_factory(api_engine).begin() as session:
+        await session.execute(
+            update(Tenant).where(Tenant.id == alice.tenant_id).values(plan="premium")
+        )
+    return alice
 
 
 @pytest.fixture
@@ -201,6 +214,7 @@ async def settled(
         ({**LOCAL, "prompt": "a cat", "max_cost_usd": -0.01}, "invalid_request", "max_cost_usd"),
     ],
 )
+@pytest.mark.usefixtures("alice_on_premium")
 async def test_bad_requests_are_422_and_store_nothing(
     api: httpx.AsyncClient,
     alice: TenantKey,
@@ -306,19 +320,19 @@ async def test_quota_warns_at_eighty_percent_and_refuses_past_the_plan(
     assert await generations_of(api_engine, alice) == 2
 
 
+@pytest.mark.usefixtures("alice_on_premium")
 async def test_the_estimate_prices_and_routes_without_reserving(
     api: httpx.AsyncClient, alice: TenantKey, api_engine: AsyncEngine
 ) -> None:
     response = await api.post(
         "/v1/generations/estimate",
-        json={**SORA, "prompt": "x", "provider": "auto", "max_cost_usd": 1.0},
+        json={**OVER_MAX, "prompt": "x"},
         headers=alice.headers,
     )
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["provider"], body["model"], body["estimated_cost_usd"]) == ("sora", "sora-2", 0.4)
-    # The free plan has no generation budget: anything paid waits for approval.
-    assert body["approval_required"] is True and "free plan" in body["approval_reason"]
+    assert body["approval_required"] is True and "max_cost_usd" in body["approval_reason"]
     assert body["quota"]["reserved_seconds"] == 0
     assert await generations_of(api_engine, alice) == 0
 
@@ -327,12 +341,13 @@ async def test_the_estimate_prices_and_routes_without_reserving(
 
 
 @pytest.mark.usefixtures("workers")
+@pytest.mark.usefixtures("alice_on_premium")
 async def test_over_budget_generation_waits_for_approval_then_is_served_as_a_video(
     api: httpx.AsyncClient, alice: TenantKey, api_engine: AsyncEngine
 ) -> None:
     created = await api.post(
         "/v1/generations",
-        json={**SORA, "prompt": "A paper boat on a river"},
+        json={**OVER_MAX, "prompt": "A paper boat on a river"},
         headers=alice.headers,
     )
     assert created.status_code == 202, created.text
@@ -376,13 +391,14 @@ async def test_over_budget_generation_waits_for_approval_then_is_served_as_a_vid
 
 
 @pytest.mark.usefixtures("workers")
+@pytest.mark.usefixtures("alice_on_premium")
 async def test_rejected_and_canceled_generations_release_their_quota(
     api: httpx.AsyncClient, alice: TenantKey, api_engine: AsyncEngine
 ) -> None:
     ids = []
     for _ in range(2):
         created = await api.post(
-            "/v1/generations", json={**SORA, "prompt": "x"}, headers=alice.headers
+            "/v1/generations", json={**OVER_MAX, "prompt": "x"}, headers=alice.headers
         )
         ids.append(created.json()["generation_id"])
         await settled(api, alice, ids[-1], "awaiting_approval")
@@ -416,3 +432,18 @@ async def test_rejected_and_canceled_generations_release_their_quota(
             )
         ).all()
     assert sorted(states) == ["released", "released"]
+
+
+async def test_a_plan_without_sora_is_told_to_upgrade_and_nothing_is_stored(
+    api: httpx.AsyncClient, alice: TenantKey, api_engine: AsyncEngine
+) -> None:
+    refused = await api.post("/v1/generations", json={**SORA, "prompt": "x"}, headers=alice.headers)
+    message = assert_error(refused, 402, "quota_exceeded")["message"]
+    assert "sora is not included in the free plan" in message and "premium" in message
+    auto = await api.post(
+        "/v1/generations/estimate",
+        json={**SORA, "provider": "auto", "prompt": "x"},
+        headers=alice.headers,
+    )
+    assert auto.status_code == 200 and auto.json()["provider"] != "sora"
+    assert await generations_of(api_engine, alice) == 0

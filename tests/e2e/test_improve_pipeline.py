@@ -22,30 +22,21 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.improve import ImproveActivities
 from reelflow.core.db import SessionFactory, create_engine, session_factory
 from reelflow.core.settings import Settings
 from reelflow.core.tenants import create_tenant
-from reelflow.generation.routing import build_provider_registry
 from reelflow.improve import improvements, performance
-from reelflow.improve.analysts import build_analyst
-from reelflow.improve.improvements import build_prompt_writer
 from reelflow.improve.versions import compare_versions, version_history
 from schemas.discover import Platform
 from schemas.generation_tables import Generation, QuotaReservation
 from schemas.improve import PerformanceIn, TrafficSource
 from schemas.improvement import ImprovementStatus, ImproveResult
 from schemas.improvement_run_tables import Improvement
-from schemas.queues import TaskQueues
+from schemas.queues import POOLS, TaskQueues
 from schemas.tables import TranscriptSegment, Video
 from tests.e2e.conftest import pipeline_settings
-from workers.pools import WorkerDependencies, activities_by_queue, activity_worker
-from workflows.discover import DiscoverWorkflow, ProcessOutlierWorkflow
-from workflows.generation import GenerationWorkflow
-from workflows.improve import ImproveWorkflow
-from workflows.ingest import IngestWorkflow
+from workers.pools import WorkerDependencies, build_workers
 
 NOW = datetime.now(UTC)
 
@@ -80,47 +71,9 @@ async def improve(
 
 @asynccontextmanager
 async def running_workers(improve: Improve) -> AsyncIterator[None]:
-    """The pools' workers, plus the improvement workflow and activities on the same queues."""
-    settings = improve.settings
-    deps = WorkerDependencies.build(settings)
-    queues = TaskQueues.for_prefix(settings.task_queue_prefix)
-    steps = ImproveActivities(
-        sessions=session_factory(deps.engine),
-        settings=settings,
-        registry=deps.video_providers or build_provider_registry(settings),
-        analyst=lambda: build_analyst(settings),
-        writer=lambda: build_prompt_writer(settings),
-        executor=deps.io_executor,
-    )
-    workers = [
-        Worker(
-            improve.client,
-            task_queue=queues.workflows,
-            workflows=[
-                IngestWorkflow,
-                GenerationWorkflow,
-                DiscoverWorkflow,
-                ProcessOutlierWorkflow,
-                ImproveWorkflow,
-            ],
-        )
-    ]
-    for queue in activities_by_queue(deps, ["media", "providers"]):
-        served = list(queue.activities)
-        if queue.task_queue == queues.providers:
-            served += [
-                steps.load_improvement_insights,
-                steps.write_improved_prompt,
-                steps.admit_improvement_generation,
-                steps.pre_approve_generation,
-                steps.link_improved_version,
-                steps.finish_improvement,
-            ]
-        workers.append(
-            activity_worker(
-                improve.client, queue.task_queue, served, max_concurrent=queue.max_concurrent
-            )
-        )
+    """The product's own pools, improvement included (`workers.pools.build_workers`)."""
+    deps = WorkerDependencies.build(improve.settings)
+    workers = build_workers(improve.client, deps, POOLS)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     try:
         yield

@@ -15,6 +15,7 @@ from reelflow.generation.providers.base import VideoProvider
 from reelflow.generation.routing import (
     GenerationSpec,
     NoRouteAvailable,
+    ProviderNotInPlan,
     ProviderRegistry,
     approval_reasons,
     build_provider_registry,
@@ -136,3 +137,16 @@ def test_sora_models_share_one_client_with_retries_off(tmp_path: Path) -> None:
     sora = registry.get("sora", "sora-2")
     client = sora._client  # type: ignore[attr-defined]
     assert isinstance(client, openai.OpenAI) and client.max_retries == 0
+
+
+def test_sora_is_left_to_the_plans_that_include_it(paid_registry: ProviderRegistry) -> None:
+    # Free does not include Sora (seed 001: Sora from Premium up): `auto` routes around it
+    # and asking for it by name is refused, naming the plan to upgrade to.
+    free_auto = plan_route(paid_registry, spec(), plan="free")
+    assert "sora" not in {option.capabilities.provider for option in free_auto.candidates}
+    with pytest.raises(ProviderNotInPlan, match="not included in the free plan; upgrade to"):
+        plan_route(paid_registry, spec("sora"), plan="free")
+    premium = plan_route(paid_registry, spec("sora"), plan="premium")
+    assert premium.primary.capabilities.provider == "sora"
+    # Without a plan (operators' tools), every registered provider is a candidate.
+    assert plan_route(paid_registry, spec("sora")).primary.capabilities.provider == "sora"
