@@ -175,7 +175,9 @@ async def test_a_generation_asked_to_be_indexed_is_ingested_once_it_is_stored(
     video: dict[str, Any] = {}
     for _ in range(600):
         video = (await client.get(f"/v1/videos/{video_id}")).json()
-        if video["status"] in ("completed", "failed"):
+        # The stored clip reads `completed` before its ingest starts: wait for the ingest's
+        # own outcome (a chunk count, or a failure).
+        if video["status"] == "failed" or video["chunk_count"] is not None:
             break
         await asyncio.sleep(0.2)
     # The local renderer's clip carries a tone, not speech: indexed, with nothing to find,
