@@ -1,4 +1,9 @@
-"""DiscoverWorkflow and ProcessOutlierWorkflow orchestration, over stand-in activities."""
+"""DiscoverWorkflow and ProcessOutlierWorkflow orchestration, over stand-in activities.
+
+On the dev server, not the shared time-skipping one: nothing here waits on a long timer, and
+a scrape canceled mid-poll leaves an abandoned activity that would hold that server's clock
+for every later test.
+"""
 
 from __future__ import annotations
 
@@ -46,11 +51,11 @@ async def run(client: Client, fake: FakeDiscover) -> DiscoverOutcome:
 
 
 async def test_an_apify_scrape_runs_each_actor_once_and_turns_outliers_into_scripts(
-    time_skipping_env: WorkflowEnvironment,
+    local_env: WorkflowEnvironment,
 ) -> None:
     fake = FakeDiscover(platforms=[Platform.INSTAGRAM, Platform.TIKTOK], polls_until_finished=3)
 
-    outcome = await run(time_skipping_env.client, fake)
+    outcome = await run(local_env.client, fake)
 
     assert outcome.status == ScrapeStatus.COMPLETED
     assert (outcome.posts_seen, outcome.posts_new, outcome.outliers) == (50, 40, 3)
@@ -69,12 +74,12 @@ async def test_an_apify_scrape_runs_each_actor_once_and_turns_outliers_into_scri
 
 
 async def test_a_refused_outlier_is_reported_with_its_reason_and_the_others_finish(
-    time_skipping_env: WorkflowEnvironment,
+    local_env: WorkflowEnvironment,
 ) -> None:
     outliers = post_ids(4)
     fake = FakeDiscover(outliers=outliers, refused_posts={outliers[1]})
 
-    outcome = await run(time_skipping_env.client, fake)
+    outcome = await run(local_env.client, fake)
 
     assert outcome.status == ScrapeStatus.COMPLETED
     assert (outcome.processed, outcome.failed_outliers) == (4, 1)
@@ -87,11 +92,11 @@ async def test_a_refused_outlier_is_reported_with_its_reason_and_the_others_fini
 
 
 async def test_outliers_are_processed_at_most_max_parallel_at_a_time(
-    time_skipping_env: WorkflowEnvironment,
+    local_env: WorkflowEnvironment,
 ) -> None:
     fake = FakeDiscover(outliers=post_ids(6), max_parallel=2, analyze_delay_s=0.2)
 
-    outcome = await run(time_skipping_env.client, fake)
+    outcome = await run(local_env.client, fake)
 
     assert outcome.processed == 6
     assert fake.most_analyzing == 2
@@ -99,12 +104,12 @@ async def test_outliers_are_processed_at_most_max_parallel_at_a_time(
 
 @pytest.mark.parametrize("status", ["FAILED", "TIMED-OUT", "ABORTED"])
 async def test_an_actor_run_that_does_not_succeed_fails_the_scrape_before_any_post_is_written(
-    time_skipping_env: WorkflowEnvironment, status: str
+    local_env: WorkflowEnvironment, status: str
 ) -> None:
     fake = FakeDiscover(final_status=status)
 
-    async with fake.workers(time_skipping_env.client):
-        handle = await start(time_skipping_env.client, fake)
+    async with fake.workers(local_env.client):
+        handle = await start(local_env.client, fake)
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
 
@@ -117,12 +122,12 @@ async def test_an_actor_run_that_does_not_succeed_fails_the_scrape_before_any_po
 
 
 async def test_a_canceled_scrape_aborts_its_actor_runs_and_says_canceled(
-    time_skipping_env: WorkflowEnvironment,
+    local_env: WorkflowEnvironment,
 ) -> None:
     fake = FakeDiscover(polls_until_finished=10_000)
 
-    async with fake.workers(time_skipping_env.client):
-        handle = await start(time_skipping_env.client, fake)
+    async with fake.workers(local_env.client):
+        handle = await start(local_env.client, fake)
         await assert_eventually(lambda: fake.polls >= 2)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
@@ -135,11 +140,11 @@ async def test_a_canceled_scrape_aborts_its_actor_runs_and_says_canceled(
 
 
 async def test_a_large_project_continues_as_new_and_processes_every_outlier_once(
-    time_skipping_env: WorkflowEnvironment,
+    local_env: WorkflowEnvironment,
 ) -> None:
     fake = FakeDiscover(source=ScrapeSource.DATASET_FILE, outliers=post_ids(7), per_run=3)
 
-    outcome = await run(time_skipping_env.client, fake)
+    outcome = await run(local_env.client, fake)
 
     assert outcome.status == ScrapeStatus.COMPLETED
     assert sorted(c for c in fake.calls if c.startswith("prepare[")) == sorted(
@@ -153,10 +158,10 @@ async def test_a_large_project_continues_as_new_and_processes_every_outlier_once
     assert finished.processed == 7
 
 
-async def test_a_dataset_scrape_starts_no_actor(time_skipping_env: WorkflowEnvironment) -> None:
+async def test_a_dataset_scrape_starts_no_actor(local_env: WorkflowEnvironment) -> None:
     fake = FakeDiscover(source=ScrapeSource.DATASET_FILE)
 
-    outcome = await run(time_skipping_env.client, fake)
+    outcome = await run(local_env.client, fake)
 
     assert outcome.status == ScrapeStatus.COMPLETED and outcome.processed == 3
     assert not any(call.startswith("start_apify_run") for call in fake.calls)
@@ -164,11 +169,11 @@ async def test_a_dataset_scrape_starts_no_actor(time_skipping_env: WorkflowEnvir
 
 
 async def test_progress_is_queryable_while_the_actor_runs(
-    time_skipping_env: WorkflowEnvironment,
+    local_env: WorkflowEnvironment,
 ) -> None:
     fake = FakeDiscover(polls_until_finished=10_000)
-    async with fake.workers(time_skipping_env.client):
-        handle = await start(time_skipping_env.client, fake)
+    async with fake.workers(local_env.client):
+        handle = await start(local_env.client, fake)
         await assert_eventually(lambda: fake.polls >= 1)
         progress = await handle.query(DiscoverWorkflow.progress)
         assert progress.stage == "scraping" and progress.status == "running"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
+from reelflow.billing.usage import current_period
 from reelflow.core.provider_errors import ProviderTransientError
 from reelflow.core.runs import retry_run
 from reelflow.generation.providers.local import LocalRenderer, LocalRendererFaults
@@ -247,8 +249,10 @@ async def test_exhausted_quota_is_refused_before_any_provider_call_and_retry_res
     registry = ProviderRegistry([local])
     # The month's quota is used up after the request was written (another run took it).
     generation_id = await harness.request(registry, duration_s=2, reserve=False)
-    period = f"{(await time_skipping_env.get_current_time()):%Y-%m}"
     async with harness.sessions.begin() as session:
+        # The tenant's own period (from its billing anchor) at the time admission reads:
+        # the activity's clock, not the time-skipping server's, which earlier tests moved.
+        period = (await current_period(session, harness.tenant_id, datetime.now(UTC))).name
         session.add(
             QuotaUsage(
                 tenant_id=harness.tenant_id,
