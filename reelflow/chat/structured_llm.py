@@ -26,6 +26,7 @@ classifiers and wire formats), and `core` imports no domain.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -183,7 +184,7 @@ class _Question(Generic[T]):
     temperature: float
 
 
-class _ProviderChat(Generic[C]):
+class _ProviderChat(ABC, Generic[C]):
     """What the three providers share: the retry, the usage sums, the schema conversion.
 
     A provider supplies `_attempt`: one call, parsed, with refusals raised.
@@ -237,8 +238,9 @@ class _ProviderChat(Generic[C]):
             self._schemas[schema] = json_schema_for(schema, target=self.provider)
         return self._schemas[schema]
 
+    @abstractmethod
     def _attempt(self, ask: _Question[T]) -> Callable[[], _Attempt[T]]:
-        raise NotImplementedError
+        """One call to the provider for `ask`; each provider supplies its own."""
 
 
 class AnthropicStructuredChat(_ProviderChat["anthropic.Anthropic"]):
